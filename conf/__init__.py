@@ -1,0 +1,1 @@
+"""Hydra config root of esper-simic, shipped inside the package as ``esper.simic.conf``."""

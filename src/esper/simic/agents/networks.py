@@ -1,0 +1,131 @@
+"""Feed-forward actor-critic networks for discrete and continuous action spaces."""
+
+import math
+
+import gymnasium as gym
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from esper.simic.settings import Activation, NetworkConfig
+
+_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
+    Activation.tanh: nn.Tanh,
+    Activation.relu: nn.ReLU,
+    Activation.gelu: nn.GELU,
+    Activation.silu: nn.SiLU,
+}
+
+# Gains of the orthogonal init used by the PPO implementations of OpenAI baselines and
+# CleanRL ("The 37 Implementation Details of PPO", Huang et al. 2022, detail 2): hidden
+# layers sqrt(2), the policy output 0.01 (near-uniform initial policy), the value output 1.
+HIDDEN_GAIN = math.sqrt(2)
+POLICY_GAIN = 0.01
+VALUE_GAIN = 1.0
+
+
+def init_layer(layer: nn.Linear, gain: float, ortho: bool) -> nn.Linear:
+    """Orthogonal weights with ``gain`` and zero bias; PyTorch's default init if not ``ortho``."""
+    if ortho:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden: list[int], activation: Activation, ortho: bool) -> nn.Sequential:
+    """Hidden layers only; the caller adds the output layer with its own gain."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [
+            init_layer(nn.Linear(in_dim, width), HIDDEN_GAIN, ortho),
+            _ACTIVATIONS[activation](),
+        ]
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Push illegal actions' logits to the most negative finite float.
+
+    Finite rather than -inf so that Categorical's entropy (p * log p) stays 0 for
+    masked actions instead of NaN (Huang & Ontañón 2020, arXiv:2006.14171).
+    """
+    if mask is None:
+        return logits
+    return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+
+
+class CategoricalHead(nn.Module):
+    """Logits over a Discrete space, with optional invalid-action masking."""
+
+    def __init__(self, in_dim: int, num_actions: int, ortho: bool) -> None:
+        super().__init__()
+        self.logits = init_layer(nn.Linear(in_dim, num_actions), POLICY_GAIN, ortho)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
+        return Categorical(logits=masked_logits(self.logits(features), mask), validate_args=False)
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian with a state-independent log-std; the env wrapper clips to bounds."""
+
+    def __init__(self, in_dim: int, action_dim: int, log_std_init: float, ortho: bool) -> None:
+        super().__init__()
+        self.mean = init_layer(nn.Linear(in_dim, action_dim), POLICY_GAIN, ortho)
+        self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
+        if mask is not None:
+            raise ValueError("action masks apply to Discrete action spaces only")
+        mean = self.mean(features)
+        std = self.log_std.exp().expand_as(mean)
+        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+
+def make_action_head(
+    in_dim: int, action_space: gym.Space, config: NetworkConfig
+) -> CategoricalHead | GaussianHead:
+    """The head that matches the env's single action space."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalHead(in_dim, int(action_space.n), config.ortho_init)
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianHead(in_dim, action_space.shape[0], config.log_std_init, config.ortho_init)
+    raise ValueError(f"unsupported action space {action_space}: expected Discrete or a 1-D Box")
+
+
+class ActorCritic(nn.Module):
+    """Policy and value MLPs, separate by default or on one shared trunk."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, config: NetworkConfig) -> None:
+        super().__init__()
+        self.actor_trunk = mlp(obs_dim, config.actor_hidden, config.activation, config.ortho_init)
+        self.critic_trunk = (
+            self.actor_trunk
+            if config.shared_trunk
+            else mlp(obs_dim, config.critic_hidden, config.activation, config.ortho_init)
+        )
+        actor_out = config.actor_hidden[-1] if config.actor_hidden else obs_dim
+        critic_hidden = config.actor_hidden if config.shared_trunk else config.critic_hidden
+        critic_out = critic_hidden[-1] if critic_hidden else obs_dim
+        self.action_head = make_action_head(actor_out, action_space, config)
+        self.value_head = init_layer(nn.Linear(critic_out, 1), VALUE_GAIN, config.ortho_init)
+        self.shared_trunk = config.shared_trunk
+
+    def forward(
+        self, obs: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[Distribution, torch.Tensor]:
+        """The action distribution and the value estimate, shape ``[B]``."""
+        actor_features = self.actor_trunk(obs)
+        critic_features = actor_features if self.shared_trunk else self.critic_trunk(obs)
+        return self.action_head(actor_features, mask), self.value_head(critic_features).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(self.critic_trunk(obs)).squeeze(-1)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role, for per-group gradient statistics (a shared trunk is actor)."""
+        actor = [*self.actor_trunk.parameters(), *self.action_head.parameters()]
+        critic = [*self.value_head.parameters()]
+        if not self.shared_trunk:
+            critic = [*self.critic_trunk.parameters(), *critic]
+        return {"actor": actor, "critic": critic}

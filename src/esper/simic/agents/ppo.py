@@ -1,0 +1,138 @@
+"""The PPO update: epochs of minibatch gradient steps over one rollout.
+
+Metrics stay tensors through the whole update and become Python numbers once at
+its end, together with the gradient statistics (one host sync per update).
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from esper.simic.agents.losses import (
+    clipped_surrogate_loss,
+    explained_variance,
+    normalize_advantages,
+    value_loss,
+)
+from esper.simic.agents.networks import ActorCritic
+from esper.simic.gradients import AsyncGradientStats, GradientCollector
+from esper.simic.settings import AgentConfig
+
+
+class RolloutBatch(NamedTuple):
+    """One rollout flattened over time and envs; every tensor is ``[B, ...]``."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    action_masks: torch.Tensor | None
+
+    def select(self, index: torch.Tensor) -> "RolloutBatch":
+        return RolloutBatch(*(None if t is None else t[index] for t in self))
+
+
+# The per-step scalars of one gradient step, in the order they are stacked.
+STEP_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+
+
+class PPOLearner:
+    """Owns the optimiser and the learning-rate schedule of one policy."""
+
+    def __init__(
+        self,
+        policy: ActorCritic,
+        config: AgentConfig,
+        collector: GradientCollector,
+        num_updates: int,
+    ) -> None:
+        self.policy = policy
+        self.config = config
+        self.collector = collector
+        # A tensor learning rate lets a compiled step see schedule changes without
+        # recompiling (PyTorch's "compiled optimizer with an LR scheduler" recipe).
+        lr: float | torch.Tensor = (
+            torch.tensor(config.learning_rate) if config.compile else config.learning_rate
+        )
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=lr, eps=config.adam_eps)
+        # Linear decay to 0 over the run (Huang et al. 2022, PPO detail 4).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda update: max(0.0, 1.0 - update / num_updates) if config.anneal_lr else 1.0,
+        )
+        self.parameter_groups = policy.parameter_groups()
+        self._step: Callable[[RolloutBatch], tuple[torch.Tensor, AsyncGradientStats]] = (
+            torch.compile(self._gradient_step) if config.compile else self._gradient_step
+        )
+
+    def _gradient_step(self, batch: RolloutBatch) -> tuple[torch.Tensor, AsyncGradientStats]:
+        """Forward, loss, backward, gradient statistics with clipping, optimiser step."""
+        config = self.config
+        dist, values = self.policy(batch.obs, batch.action_masks)
+        logp = dist.log_prob(batch.actions)
+        entropy = dist.entropy().mean()
+        advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
+        policy_terms = clipped_surrogate_loss(logp, batch.logp, advantages, config.clip_coef)
+        v_loss = value_loss(values, batch.values, batch.returns, config.value_clip)
+        loss = policy_terms.loss - config.ent_coef * entropy + config.vf_coef * v_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_stats = self.collector.collect_and_clip(self.parameter_groups, config.max_grad_norm)
+        self.optimizer.step()
+        scalars = torch.stack(
+            [policy_terms.loss, v_loss, entropy, policy_terms.approx_kl, policy_terms.clipfrac]
+        ).detach()
+        return scalars, grad_stats
+
+    def update(self, batch: RolloutBatch, generator: torch.Generator) -> dict[str, float]:
+        """Run the epochs over ``batch`` and return the update's metrics.
+
+        With ``target_kl`` set, the mean approximate KL of each epoch is read back
+        (one sync per epoch) to stop early, as in OpenAI's Spinning Up PPO.
+        """
+        config = self.config
+        batch_size = batch.obs.shape[0]
+        step_scalars: list[torch.Tensor] = []
+        grad_stats: list[AsyncGradientStats] = []
+        epochs_run = 0
+        for _ in range(config.update_epochs):
+            order = torch.randperm(batch_size, generator=generator).to(batch.obs.device)
+            epoch_start = len(step_scalars)
+            for start in range(0, batch_size, config.minibatch_size):
+                scalars, stats = self._step(
+                    batch.select(order[start : start + config.minibatch_size])
+                )
+                step_scalars.append(scalars)
+                grad_stats.append(stats)
+            epochs_run += 1
+            if config.target_kl is not None:
+                epoch_kl = torch.stack(step_scalars[epoch_start:])[:, 3].mean()
+                if epoch_kl.item() > config.target_kl:
+                    break
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        means = torch.stack(step_scalars).mean(0)
+        summary = torch.cat([means, explained_variance(batch.values, batch.returns).reshape(1)])
+        values = summary.tolist()  # the update's host sync
+        metrics = {f"train/{name}": v for name, v in zip(STEP_METRICS, values, strict=False)}
+        metrics["train/explained_variance"] = values[-1]
+        metrics["train/learning_rate"] = float(learning_rate)
+        metrics["train/epochs"] = float(epochs_run)
+        metrics.update(self.collector.materialize(grad_stats).as_metrics())
+        return metrics
+
+    def state_dict(self) -> dict[str, object]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def policy_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters, for run metadata."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

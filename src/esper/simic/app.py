@@ -1,0 +1,60 @@
+"""The Hydra task function and the checks that run before Hydra creates anything."""
+
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from esper.simic.config import (
+    ConfigError,
+    describe_config_exception,
+    load_settings,
+    register_schemas,
+)
+from esper.simic.train import train
+
+CONFIG_MODULE = "esper.simic.conf"
+CONFIG_NAME = "config"
+EXIT_CONFIG_ERROR = 2
+
+
+def fail(message: str) -> None:
+    """Print one line and leave with a non-zero status."""
+    print(f"esper.simic: config error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def preflight(overrides: list[str]) -> None:
+    """Compose and check a single run's config before Hydra makes its output dir.
+
+    Hydra's own composition errors span several lines of internals; here each
+    becomes one line naming the key and what was expected, and bad values stop
+    the run before any directory, env, model or W&B run exists.
+    """
+    register_schemas()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+    except Exception as error:
+        fail(describe_config_exception(error))
+    try:
+        load_settings(cfg)
+    except ConfigError as error:
+        fail(str(error))
+
+
+def run(cfg: DictConfig) -> float:
+    """Train one run of a (multi)run and return the value sweepers optimise."""
+    try:
+        settings = load_settings(cfg)
+    except ConfigError as error:
+        if HydraConfig.get().mode is RunMode.RUN:
+            fail(str(error))
+        raise  # in a sweep, one bad job must not end the others
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    result = train(settings, run_dir, run_config)
+    return result.final_eval_return_mean

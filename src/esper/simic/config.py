@@ -1,0 +1,155 @@
+"""The door: register the schemas with Hydra, then check and convert a composed config once.
+
+Below this module nothing sees OmegaConf: ``load_settings`` turns the composed tree
+into a typed ``SimicConfig`` or raises ``ConfigError`` with one line that names the
+key and what it expected.
+"""
+
+import dataclasses
+import difflib
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from esper.simic.envs.registration import register_esper_envs
+from esper.simic.settings import SimicConfig
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message is one line naming the key and the fix."""
+
+
+def register_schemas() -> None:
+    """Put the run schema in Hydra's ConfigStore; ``conf/config.yaml`` lists it first."""
+    ConfigStore.instance().store(name="simic_schema", node=SimicConfig)
+
+
+_COMPARISONS = {
+    "gt": (operator.gt, ">"),
+    "ge": (operator.ge, ">="),
+    "lt": (operator.lt, "<"),
+    "le": (operator.le, "<="),
+}
+
+
+def _bounded_fields(node: Any, prefix: str) -> Iterator[tuple[str, Any, dict[str, float]]]:
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _bounded_fields(value, f"{key}.")
+        elif "bounds" in f.metadata:
+            yield key, value, f.metadata["bounds"]
+
+
+def check_bounds(settings: Any, prefix: str = "") -> None:
+    """Raise ``ConfigError`` for the first field outside the bounds its schema declares."""
+    for key, value, bounds in _bounded_fields(settings, prefix):
+        if value is None:
+            continue
+        for name, limit in bounds.items():
+            compare, symbol = _COMPARISONS[name]
+            if not compare(value, limit):
+                raise ConfigError(f"{key}={value} is out of range: expected {key} {symbol} {limit}")
+
+
+def check_cross_field(settings: SimicConfig) -> None:
+    """Constraints that relate several keys."""
+    batch = settings.agent.num_steps * settings.env.num_envs
+    if batch % settings.agent.minibatch_size != 0:
+        raise ConfigError(
+            f"agent.minibatch_size={settings.agent.minibatch_size} must divide the rollout batch "
+            f"agent.num_steps * env.num_envs = {batch}"
+        )
+    if settings.agent.rnn is not None and settings.agent.name == "ppo":
+        raise ConfigError("agent.rnn is set but agent.name=ppo: use agent=recurrent_ppo")
+    device = settings.trainer.device
+    if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")
+
+
+def check_env_id(env_id: str) -> None:
+    """Fail early, with suggestions, on an id gymnasium does not know."""
+    register_esper_envs()
+    if env_id in gym.envs.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"env.id={env_id!r} is not a registered gymnasium environment.{hint}")
+
+
+def load_settings(cfg: DictConfig) -> SimicConfig:
+    """Convert and check a composed config; ``ConfigError`` names the first problem."""
+    try:
+        settings = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(describe_config_exception(error)) from error
+    if not isinstance(settings, SimicConfig):
+        raise ConfigError(
+            "the composed config does not follow the simic_schema; "
+            "conf/config.yaml must list simic_schema first in its defaults"
+        )
+    check_bounds(settings)
+    check_cross_field(settings)
+    check_env_id(settings.env.id)
+    return settings
+
+
+def describe_config_exception(error: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error: the key, the problem, the fix."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    if isinstance(cause, MissingConfigException) or isinstance(error, MissingConfigException):
+        missing = cause if isinstance(cause, MissingConfigException) else error
+        group = (missing.missing_cfg_file or "").rsplit("/", 1)
+        options = ", ".join(missing.options or [])
+        if len(group) == 2 and options:
+            name, option = group
+            return f"{name}={option} is not an option of group '{name}': choose one of {options}"
+        return str(missing).splitlines()[0]
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or "config"
+        message = (getattr(cause, "msg", None) or str(cause)).splitlines()[0]
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+            return f"{key} is not a config key{_suggest_key(key)}"
+        return f"{key}: {message}"
+    return str(error).splitlines()[0]
+
+
+def _suggest_key(full_key: str) -> str:
+    """A 'did you mean' for a misspelled key, read off the schema."""
+    node: Any = SimicConfig
+    *parents, leaf = full_key.split(".")
+    for part in parents:
+        types = (
+            {f.name: f.type for f in dataclasses.fields(node)}
+            if dataclasses.is_dataclass(node)
+            else {}
+        )
+        node = types.get(part)
+        if node is None:
+            return ""
+        node = _dataclass_of(node)
+        if node is None:
+            return ""
+    names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+    close = difflib.get_close_matches(leaf, names, n=1)
+    if not close:
+        return f"; valid keys: {', '.join(names)}" if names else ""
+    prefix = ".".join(parents)
+    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+
+
+def _dataclass_of(annotation: Any) -> Any:
+    """The dataclass inside ``X`` or ``X | None``, else None."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None

@@ -1,0 +1,201 @@
+"""Typed settings of one run: plain dataclasses, free of Hydra and OmegaConf.
+
+Hydra composes the YAML under ``conf/`` onto these schemas (``config.py`` registers
+them); everything below the entry point receives these objects, never the config
+tree. Range constraints sit in each field's metadata so one walker can check them
+all and name the offending key (``config.check_bounds``).
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from esper.simic.gradients import CollectorConfig
+
+
+def bounded(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A dataclass field whose (non-None) value must lie in the given open/closed bounds."""
+    bounds = {k: v for k, v in {"gt": gt, "ge": ge, "lt": lt, "le": le}.items() if v is not None}
+    return field(default=default, metadata={"bounds": bounds})
+
+
+# The functional API because ``async`` is a keyword; OmegaConf matches members by name.
+Vectorization = Enum("Vectorization", {"sync": "sync", "async": "async"})
+"""How gymnasium runs the ``num_envs`` copies: in this process, or one subprocess each."""
+
+
+class Activation(Enum):
+    tanh = "tanh"
+    relu = "relu"
+    gelu = "gelu"
+    silu = "silu"
+
+
+class RNNType(Enum):
+    lstm = "lstm"
+    gru = "gru"
+
+
+class LoggerName(Enum):
+    wandb = "wandb"
+    none = "none"
+
+
+class WandbMode(Enum):
+    """W&B's own modes; offline writes run files locally for a later ``wandb sync``."""
+
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class ProgressMode(Enum):
+    """``auto`` draws a bar on a terminal and prints plain lines otherwise."""
+
+    auto = "auto"
+    bar = "bar"
+    lines = "lines"
+    off = "off"
+
+
+@dataclass
+class EnvConfig:
+    id: str = "CartPole-v1"
+    """gymnasium id, e.g. ``CartPole-v1`` or ``esper/SeedLifecycle-v0``."""
+    num_envs: int = bounded(8, gt=0)
+    """Copies stepped in lockstep by the vector env."""
+    vectorization: Vectorization = Vectorization["sync"]
+    """``sync`` (one process) suits cheap envs; ``async`` runs each copy in a subprocess."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make``."""
+    max_episode_steps: int | None = bounded(None, gt=0)
+    """Override the registered time limit; ``None`` keeps it."""
+    normalize_obs: bool = False
+    """Running mean/std normalisation of observations (saved with checkpoints)."""
+    normalize_reward: bool = False
+    """Scale rewards by a running std of the discounted return (saved with checkpoints)."""
+    clip_obs: float = bounded(10.0, gt=0)
+    """Bound on normalised observations."""
+    clip_reward: float = bounded(10.0, gt=0)
+    """Bound on normalised rewards."""
+
+
+@dataclass
+class NetworkConfig:
+    actor_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden widths of the policy MLP (the shared trunk when ``shared_trunk``)."""
+    critic_hidden: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden widths of the value MLP (unused when ``shared_trunk``)."""
+    shared_trunk: bool = False
+    """One trunk feeds both heads; cheaper, but value and policy gradients interfere."""
+    activation: Activation = Activation.tanh
+    ortho_init: bool = True
+    """Orthogonal init with sqrt(2) hidden gain, 0.01 policy and 1.0 value output gains."""
+    log_std_init: float = 0.0
+    """Initial state-independent log standard deviation for continuous actions."""
+
+
+@dataclass
+class RNNConfig:
+    type: RNNType = RNNType.lstm
+    hidden_size: int = bounded(64, gt=0)
+    num_layers: int = bounded(1, gt=0)
+    shared_core: bool = True
+    """One recurrent core for actor and critic; ``False`` gives each its own."""
+
+
+@dataclass
+class AgentConfig:
+    """PPO hyperparameters (Schulman et al. 2017); recurrent PPO adds ``rnn``."""
+
+    name: str = "ppo"
+    num_steps: int = bounded(128, gt=0)
+    """Rollout length per env between updates."""
+    minibatch_size: int = bounded(256, gt=0)
+    """Samples per gradient step; must divide ``num_steps * env.num_envs``."""
+    update_epochs: int = bounded(10, gt=0)
+    """Passes over each rollout."""
+    learning_rate: float = bounded(3e-4, gt=0)
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to 0 over ``total_timesteps``."""
+    adam_eps: float = bounded(1e-5, gt=0)
+    gamma: float = bounded(0.99, gt=0, le=1)
+    gae_lambda: float = bounded(0.95, ge=0, le=1)
+    clip_coef: float = bounded(0.2, gt=0)
+    """Surrogate clip range epsilon."""
+    value_clip: float | None = bounded(None, gt=0)
+    """Clip the value update to this range around the rollout's values; ``None`` disables."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    ent_coef: float = bounded(0.0, ge=0)
+    vf_coef: float = bounded(0.5, ge=0)
+    max_grad_norm: float | None = bounded(0.5, gt=0)
+    """Global gradient-norm clip; ``None`` disables."""
+    target_kl: float | None = bounded(None, gt=0)
+    """Stop the update's epochs early once the approximate KL exceeds this."""
+    compile: bool = False
+    """torch.compile the optimiser step (forward, backward, clip, step): seconds to compile,
+    then a faster update. See scripts/bench_ppo.py."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    rnn: RNNConfig | None = None
+    """Recurrent core; set by ``agent=recurrent_ppo``."""
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerName = LoggerName.wandb
+    mode: WandbMode = WandbMode.offline
+    """``offline`` by default: no account or network needed; ``wandb sync`` uploads later."""
+    project: str = "esper-simic"
+    entity: str | None = None
+    group: str | None = None
+    job_type: str = "train"
+    tags: list[str] = field(default_factory=list)
+    run_name: str | None = None
+    """Run name shown in W&B; ``None`` lets W&B choose."""
+    notes: str | None = None
+    init_timeout_s: float = bounded(30.0, gt=0)
+    """Longest wait for an online W&B init before falling back to offline."""
+
+
+@dataclass
+class TrainerConfig:
+    eval_interval: int = bounded(10, ge=0)
+    """Evaluate every this many updates (0: only at the end)."""
+    eval_episodes: int = bounded(10, gt=0)
+    eval_deterministic: bool = True
+    """Greedy actions (mode of the policy) during evaluation."""
+    checkpoint_interval: int = bounded(50, ge=0)
+    """Checkpoint every this many updates (0: only at the end)."""
+    log_interval: int = bounded(1, gt=0)
+    """Send metrics every this many updates."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
+    torch_threads: int | None = bounded(1, gt=0)
+    """Intra-op threads; ``None`` keeps torch's default (one per core). One suits small
+    networks: their ops are too small to split, and idle-spinning OpenMP threads slow
+    everything down when cores are shared with env workers or parallel sweep jobs."""
+    progress: ProgressMode = ProgressMode.auto
+
+
+@dataclass
+class SimicConfig:
+    """One run: what to train, on what, for how long, and where results go."""
+
+    experiment: str = "default"
+    """Name of the preset, used for W&B naming and summaries."""
+    seed: int = bounded(0, ge=0)
+    total_timesteps: int = bounded(100_000, gt=0)
+    """Environment steps summed over all envs."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -1,0 +1,48 @@
+"""Compose and run configs in-process, as the test suites and benchmarks do.
+
+Uses Hydra's compose API over the packaged config, so what the tests check is
+exactly what ``python -m esper.simic`` runs.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig, OmegaConf
+
+from esper.simic.app import CONFIG_MODULE, CONFIG_NAME
+from esper.simic.config import load_settings, register_schemas
+from esper.simic.settings import SimicConfig
+from esper.simic.train import RunResult, train
+
+# Overrides that make any preset a few-second smoke run.
+TINY_OVERRIDES = [
+    "total_timesteps=512",
+    "agent.num_steps=16",
+    "agent.minibatch_size=64",
+    "agent.update_epochs=2",
+    "env.num_envs=4",
+    "trainer.eval_episodes=2",
+    "trainer.eval_interval=4",
+    "trainer.progress=off",
+    "logger=none",
+]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    register_schemas()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name=CONFIG_NAME, overrides=overrides)
+
+
+def compose_settings(overrides: list[str]) -> tuple[SimicConfig, dict[str, Any]]:
+    cfg = compose_config(overrides)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return load_settings(cfg), container
+
+
+def run_training(overrides: list[str], run_dir: Path) -> RunResult:
+    """Compose, check and train one run in this process, writing under ``run_dir``."""
+    settings, container = compose_settings(overrides)
+    return train(settings, run_dir, container)

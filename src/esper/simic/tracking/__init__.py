@@ -1,0 +1,31 @@
+"""Metric sinks (console, local history, W&B) behind one ``Tracker``."""
+
+from pathlib import Path
+from typing import Any
+
+from esper.simic.settings import LoggerName, SimicConfig, WandbMode
+from esper.simic.tracking.console import ConsoleProgress
+from esper.simic.tracking.sinks import JsonlHistory, MetricSink, Tracker
+
+HISTORY_FILE = "metrics.jsonl"
+
+__all__ = ["HISTORY_FILE", "MetricSink", "Tracker", "build_tracker"]
+
+
+def build_tracker(settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> Tracker:
+    """Console progress and the local history always; W&B unless off or disabled.
+
+    ``logger.mode=disabled`` skips W&B entirely rather than making a dummy run, so
+    nothing W&B-related is created.
+    """
+    sinks: list[MetricSink] = [
+        ConsoleProgress(settings.total_timesteps, settings.trainer.progress),
+        JsonlHistory(run_dir / HISTORY_FILE),
+    ]
+    logger = settings.logger
+    if logger.name is LoggerName.wandb and logger.mode is not WandbMode.disabled:
+        # Imported here: wandb takes about a second to import and logger=none never needs it.
+        from esper.simic.tracking.wandb_sink import WandbSink  # noqa: PLC0415
+
+        sinks.append(WandbSink(logger, run_dir, run_config))
+    return Tracker(sinks)

@@ -1,0 +1,234 @@
+"""The training run: wire env, agent, gradient collector and sinks, then loop.
+
+rollout -> GAE -> PPO update -> metrics -> (eval) -> (checkpoint), until the step
+budget is spent; then a final evaluation, checkpoint and ``summary.json``.
+"""
+
+import dataclasses
+import math
+import random
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from gymnasium.wrappers import vector as vector_wrappers
+
+from esper.simic.agents.networks import ActorCritic
+from esper.simic.agents.ppo import PPOLearner, policy_parameters
+from esper.simic.checkpoint import checkpoint_path, save_checkpoint
+from esper.simic.envs.factory import find_wrapper, make_vector_env
+from esper.simic.envs.normalization import make_normalizer
+from esper.simic.gradients import build_collector
+from esper.simic.rollout import RolloutRunner, evaluate
+from esper.simic.runinfo import git_commit, write_json_atomic
+from esper.simic.settings import SimicConfig
+from esper.simic.tracking import Tracker, build_tracker
+
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+KEEP_CHECKPOINTS = 3
+"""Periodic checkpoints kept on disk besides the final one."""
+
+EPISODE_WINDOW = 100
+"""Recent episodes averaged into ``rollout/episode_return`` (as Stable-Baselines3 does)."""
+
+EVAL_SEED_OFFSET = 1_000_003
+"""Eval envs draw their episodes from seeds disjoint from training's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports; also the content of ``summary.json``."""
+
+    final_eval_return_mean: float
+    final_eval_return_std: float
+    total_env_steps: int
+    wall_time_s: float
+    env_steps_per_s: float
+    num_updates: int
+    eval_returns: list[float]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return the generator that shuffles minibatches."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def reward_normalizer_state(envs: VectorEnv) -> dict[str, Any]:
+    """Running return statistics of reward normalisation, for checkpoints."""
+    wrapper = find_wrapper(envs, vector_wrappers.NormalizeReward)
+    return {} if wrapper is None else {"return_rms": wrapper.return_rms}
+
+
+class Trainer:
+    """One run's parts wired together; ``run`` loops until the step budget is spent."""
+
+    def __init__(self, settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
+        self.start_time = time.perf_counter()
+        self.settings, self.run_dir, self.run_config = settings, run_dir, run_config
+        agent, env_cfg, trainer = settings.agent, settings.env, settings.trainer
+        if trainer.torch_threads is not None:
+            torch.set_num_threads(trainer.torch_threads)
+        self.generator = seed_everything(settings.seed)
+        self.device = resolve_device(trainer.device)
+        self.batch_size = agent.num_steps * env_cfg.num_envs
+        self.num_updates = math.ceil(settings.total_timesteps / self.batch_size)
+        self.global_step = 0
+        self.recent_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
+        self.recent_lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
+
+        self.envs = make_vector_env(env_cfg, gamma=agent.gamma)
+        self.eval_envs = make_vector_env(
+            dataclasses.replace(env_cfg, normalize_reward=False),
+            gamma=agent.gamma,
+            num_envs=trainer.eval_episodes,
+        )
+        obs_shape = self.envs.single_observation_space.shape
+        if obs_shape is None or len(obs_shape) != 1:
+            self.close()
+            raise ValueError(f"{env_cfg.id}: expected a flat Box observation, got {obs_shape}")
+        self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs)
+        self.policy = ActorCritic(obs_shape[0], self.envs.single_action_space, agent.network)
+        self.policy.to(self.device)
+        collector = build_collector(settings.collector)
+        self.learner = PPOLearner(self.policy, agent, collector, self.num_updates)
+        self.runner = RolloutRunner(
+            self.envs,
+            self.policy,
+            agent.num_steps,
+            agent.gamma,
+            agent.gae_lambda,
+            self.normalizer,
+            self.device,
+            settings.seed,
+        )
+        self.tracker: Tracker | None = None
+
+    def run(self) -> RunResult:
+        """Train, evaluate, checkpoint and summarise; the tracker is opened last."""
+        self.tracker = build_tracker(self.settings, self.run_dir, self.run_config)
+        trainer = self.settings.trainer
+        loop_start = time.perf_counter()
+        for update in range(1, self.num_updates + 1):
+            metrics = self._train_one_update(loop_start)
+            if (
+                trainer.eval_interval
+                and update % trainer.eval_interval == 0
+                and update < self.num_updates
+            ):
+                eval_start = time.perf_counter()
+                metrics.update(eval_metrics(self._evaluate(update)))
+                metrics["time/eval_s"] = time.perf_counter() - eval_start
+            if update % trainer.log_interval == 0 or "eval/return_mean" in metrics:
+                self.tracker.log(metrics, self.global_step)
+            if trainer.checkpoint_interval and update % trainer.checkpoint_interval == 0:
+                path = checkpoint_path(self.run_dir / CHECKPOINT_DIR, update)
+                save_checkpoint(self._state(update), path, keep_last=KEEP_CHECKPOINTS)
+        return self._finish(train_time=time.perf_counter() - loop_start)
+
+    def _train_one_update(self, loop_start: float) -> dict[str, float]:
+        t0 = time.perf_counter()
+        batch, episodes = self.runner.collect()
+        t1 = time.perf_counter()
+        metrics = self.learner.update(batch, self.generator)
+        t2 = time.perf_counter()
+        self.global_step += self.batch_size
+        self.recent_returns.extend(episodes.returns)
+        self.recent_lengths.extend(episodes.lengths)
+        if self.recent_returns:
+            metrics["rollout/episode_return"] = float(np.mean(self.recent_returns))
+            metrics["rollout/episode_length"] = float(np.mean(self.recent_lengths))
+        metrics["rollout/episodes"] = float(len(episodes.returns))
+        metrics["time/rollout_s"] = t1 - t0
+        metrics["time/update_s"] = t2 - t1
+        metrics["time/env_steps_per_s"] = self.global_step / (t2 - loop_start)
+        return metrics
+
+    def _evaluate(self, index: int) -> np.ndarray:
+        trainer = self.settings.trainer
+        return evaluate(
+            self.eval_envs,
+            self.policy,
+            self.normalizer,
+            trainer.eval_deterministic,
+            self.device,
+            seed=self.settings.seed + EVAL_SEED_OFFSET + index * trainer.eval_episodes,
+        )
+
+    def _state(self, update: int) -> dict[str, Any]:
+        """Everything a resumed run needs, plus the config that made it."""
+        return {
+            "policy": self.policy.state_dict(),
+            "learner": self.learner.state_dict(),
+            "obs_normalizer": self.normalizer.state_dict(),
+            "reward_normalizer": reward_normalizer_state(self.envs),
+            "counters": {"update": update, "global_step": self.global_step},
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "minibatch": self.generator.get_state(),
+            },
+            "config": self.run_config,
+        }
+
+    def _finish(self, train_time: float) -> RunResult:
+        assert self.tracker is not None
+        final_returns = self._evaluate(self.num_updates)
+        self.tracker.log(eval_metrics(final_returns), self.global_step)
+        save_checkpoint(self._state(self.num_updates), self.run_dir / CHECKPOINT_DIR / "final.pt")
+        result = RunResult(
+            final_eval_return_mean=float(final_returns.mean()),
+            final_eval_return_std=float(final_returns.std()),
+            total_env_steps=self.global_step,
+            wall_time_s=time.perf_counter() - self.start_time,
+            env_steps_per_s=self.global_step / train_time,
+            num_updates=self.num_updates,
+            eval_returns=final_returns.tolist(),
+        )
+        summary = {
+            **dataclasses.asdict(result),
+            "experiment": self.settings.experiment,
+            "seed": self.settings.seed,
+            "env_id": self.settings.env.id,
+            "policy_parameters": policy_parameters(self.policy),
+            "git_commit": git_commit(),
+        }
+        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        self.tracker.summarize(summary)
+        return result
+
+    def close(self) -> None:
+        """Release envs and sinks; safe after a failure at any point."""
+        try:
+            if self.tracker is not None:
+                self.tracker.close()
+        finally:
+            self.envs.close()
+            self.eval_envs.close()
+
+
+def eval_metrics(returns: np.ndarray) -> dict[str, float]:
+    return {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
+
+
+def train(settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> RunResult:
+    """Train one agent as ``settings`` says, writing everything under ``run_dir``."""
+    trainer = Trainer(settings, run_dir, run_config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

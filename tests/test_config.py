@@ -1,0 +1,101 @@
+"""Config validation: every bad input stops the run with one clear line, before anything exists."""
+
+import subprocess
+import sys
+
+import pytest
+
+from esper.simic.app import preflight
+from esper.simic.config import ConfigError
+from esper.simic.settings import Vectorization, WandbMode
+from esper.simic.testing import compose_settings
+
+BAD_INPUTS = [
+    (
+        "agent.lerning_rate=0.1",
+        "agent.lerning_rate is not a config key; did you mean agent.learning_rate?",
+    ),
+    (
+        "agent.learning_rate=abc",
+        "agent.learning_rate: Value 'abc' of type 'str' could not be converted to Float",
+    ),
+    ("env=cartpol", "env=cartpol is not an option of group 'env': choose one of acrobot, cartpole"),
+    ("+experiment=nope", "experiment=nope is not an option of group 'experiment'"),
+    (
+        "agent.learning_rate=-0.001",
+        "agent.learning_rate=-0.001 is out of range: expected agent.learning_rate > 0",
+    ),
+    ("env.num_envs=0", "env.num_envs=0 is out of range: expected env.num_envs > 0"),
+    ("agent.clip_coef=0", "agent.clip_coef=0.0 is out of range: expected agent.clip_coef > 0"),
+    ("agent.gamma=1.5", "agent.gamma=1.5 is out of range: expected agent.gamma <= 1"),
+    (
+        "env.id=CartPol-v1",
+        "env.id='CartPol-v1' is not a registered gymnasium environment. Did you mean CartPole-v1",
+    ),
+    (
+        "env.vectorization=threads",
+        "env.vectorization: Invalid value 'threads', expected one of [sync, async]",
+    ),
+    ("agent.minibatch_size=100", "agent.minibatch_size=100 must divide the rollout batch"),
+    ("trainer.device=tpu", "trainer.device='tpu': expected cpu, cuda, cuda:N or auto"),
+    ("logger.mode=sometimes", "logger.mode: Invalid value 'sometimes'"),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), BAD_INPUTS)
+def test_bad_input_is_one_clear_line(override, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        preflight([override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("esper.simic: config error: ")
+    assert expected in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_exits_non_zero_and_creates_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "esper.simic", "agent.learning_rate=-1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "esper.simic: config error: agent.learning_rate=-1.0 is out of range: "
+        "expected agent.learning_rate > 0"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_config_is_cartpole_ppo_offline_wandb():
+    settings, _ = compose_settings([])
+    assert settings.env.id == "CartPole-v1"
+    assert settings.env.vectorization is Vectorization["sync"]
+    assert settings.agent.name == "ppo"
+    assert settings.logger.mode is WandbMode.offline
+
+
+@pytest.mark.parametrize("experiment", ["cartpole_ppo", "acrobot_ppo", "pendulum_ppo"])
+def test_every_experiment_composes_and_validates(experiment):
+    settings, container = compose_settings([f"+experiment={experiment}"])
+    assert settings.experiment == experiment
+    assert container["experiment"] == experiment
+
+
+def test_valid_overrides_reach_the_typed_settings():
+    settings, _ = compose_settings(
+        ["agent.learning_rate=0.01", "env.vectorization=async", "agent.value_clip=0.2", "seed=0"]
+    )
+    assert settings.agent.learning_rate == 0.01
+    assert settings.env.vectorization is Vectorization["async"]
+    assert settings.agent.value_clip == 0.2
+    assert settings.seed == 0
+
+
+def test_load_settings_raises_config_error_for_programmatic_callers():
+    with pytest.raises(ConfigError, match=r"env\.num_envs"):
+        compose_settings(["env.num_envs=-3"])

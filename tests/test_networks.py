@@ -1,0 +1,79 @@
+"""Actor-critic construction, initialisation and invalid-action masking."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+from esper.simic.agents.networks import POLICY_GAIN, ActorCritic, masked_logits
+from esper.simic.settings import NetworkConfig
+
+
+def test_masked_actions_are_never_sampled_and_carry_no_probability():
+    torch.manual_seed(0)
+    policy = ActorCritic(3, gym.spaces.Discrete(4), NetworkConfig())
+    obs = torch.randn(512, 3)
+    mask = torch.tensor([True, False, True, False]).expand(512, 4)
+    dist, _ = policy(obs, mask)
+    actions = dist.sample()
+    assert set(actions.unique().tolist()) == {0, 2}
+    assert torch.all(dist.probs[:, [1, 3]] == 0)
+    entropy = dist.entropy()
+    assert torch.isfinite(entropy).all()
+    assert torch.all(entropy <= torch.log(torch.tensor(2.0)) + 1e-6)
+
+
+def test_masked_log_prob_renormalises_over_legal_actions():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    mask = torch.tensor([[True, False, True]])
+    dist = torch.distributions.Categorical(logits=masked_logits(logits, mask))
+    expected = torch.log_softmax(torch.tensor([1.0, 3.0]), dim=0)
+    torch.testing.assert_close(dist.log_prob(torch.tensor([0])), expected[:1])
+    torch.testing.assert_close(dist.log_prob(torch.tensor([2])), expected[1:])
+    assert dist.mode.item() == 2
+
+
+def test_greedy_action_respects_the_mask():
+    logits = torch.tensor([[5.0, 1.0]])
+    dist = torch.distributions.Categorical(
+        logits=masked_logits(logits, torch.tensor([[False, True]]))
+    )
+    assert dist.mode.item() == 1
+
+
+def test_gaussian_policy_for_box_actions_with_state_independent_std():
+    space = gym.spaces.Box(-2.0, 2.0, shape=(3,))
+    policy = ActorCritic(5, space, NetworkConfig(log_std_init=-0.5))
+    dist, value = policy(torch.randn(7, 5))
+    assert dist.sample().shape == (7, 3)
+    assert dist.log_prob(torch.zeros(7, 3)).shape == (7,)
+    assert value.shape == (7,)
+    torch.testing.assert_close(dist.stddev, torch.full((7, 3), torch.tensor(-0.5).exp().item()))
+    with pytest.raises(ValueError, match="Discrete"):
+        policy(torch.randn(1, 5), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_orthogonal_init_gains():
+    torch.manual_seed(0)
+    policy = ActorCritic(
+        8, gym.spaces.Discrete(6), NetworkConfig(actor_hidden=[64], critic_hidden=[64])
+    )
+    w = policy.action_head.logits.weight  # [6, 64]: orthonormal rows scaled by the gain
+    torch.testing.assert_close(w @ w.T, POLICY_GAIN**2 * torch.eye(6), atol=1e-6, rtol=1e-4)
+    assert torch.all(policy.action_head.logits.bias == 0)
+
+
+def test_shared_trunk_feeds_both_heads_and_groups_parameters():
+    separate = ActorCritic(4, gym.spaces.Discrete(2), NetworkConfig())
+    shared = ActorCritic(4, gym.spaces.Discrete(2), NetworkConfig(shared_trunk=True))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(shared) < count(separate)
+    for model in (separate, shared):
+        groups = model.parameter_groups()
+        grouped = [p for ps in groups.values() for p in ps]
+        assert len(grouped) == len(list(model.parameters()))
+        assert {id(p) for p in grouped} == {id(p) for p in model.parameters()}
+
+
+def test_unsupported_action_space_is_a_clear_error():
+    with pytest.raises(ValueError, match="unsupported action space"):
+        ActorCritic(4, gym.spaces.MultiBinary(3), NetworkConfig())

@@ -141,8 +141,8 @@ class AgentConfig:
     target_kl: float | None = bounded(None, gt=0)
     """Stop the update's epochs early once the approximate KL exceeds this."""
     compile: bool = False
-    """torch.compile the optimiser step (forward, backward, clip, step): seconds to compile,
-    then a faster update. See scripts/bench_ppo.py."""
+    """Compile forward, loss and backward into one graph (torch.compile): costs seconds
+    up front, then makes each gradient step faster. See scripts/bench_ppo.py."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     rnn: RNNConfig | None = None
     """Recurrent core; set by ``agent=recurrent_ppo``."""

@@ -67,6 +67,8 @@ class ConsoleProgress:
 
     def summarize(self, summary: Mapping[str, Any]) -> None:
         self.close()
+        if self.mode is ProgressMode.off:
+            return
         print(
             f"final eval return {summary['final_eval_return_mean']:.4g} "
             f"± {summary['final_eval_return_std']:.3g} after {summary['total_env_steps']} steps "

@@ -1,0 +1,193 @@
+"""PPO training throughput on CartPole, side by side with Stable-Baselines3.
+
+Both train at rl-baselines3-zoo's CartPole settings (8 envs, n_steps 32, batch 256,
+20 epochs, lr 1e-3, gae_lambda 0.8, gamma 0.98, ent_coef 0) in the same process,
+alternating round by round so that load on a shared machine hits all of them alike.
+Steady-state steps/s leave out the first updates (where compilation happens);
+end-to-end steps/s include everything but process start-up.
+"""
+
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from esper.simic.testing import run_training
+
+ZOO_CARTPOLE = {
+    "n_envs": 8,
+    "n_steps": 32,
+    "batch_size": 256,
+    "n_epochs": 20,
+    "learning_rate": 1e-3,
+    "gae_lambda": 0.8,
+    "gamma": 0.98,
+    "ent_coef": 0.0,
+}
+WARMUP_UPDATES = 3
+"""Updates left out of steady-state figures (compilation, allocator warm-up)."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    variant: str
+    round: int
+    env_steps: int
+    end_to_end_steps_per_s: float
+    steady_steps_per_s: float
+    final_return: float | None
+
+
+def measure_esper(compile_update: bool, steps: int, round_index: int) -> Measurement:
+    """Train ``+experiment=cartpole_ppo`` (the zoo settings) without eval or checkpoints."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = run_training(
+            [
+                "+experiment=cartpole_ppo",
+                f"total_timesteps={steps}",
+                f"agent.compile={str(compile_update).lower()}",
+                "logger=none",
+                "trainer.progress=off",
+                "trainer.eval_interval=0",
+                "trainer.checkpoint_interval=0",
+                "trainer.eval_episodes=1",
+            ],
+            Path(run_dir),
+        )
+        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
+    updates = [r for r in rows if "time/update_s" in r][WARMUP_UPDATES:]
+    busy = sum(r["time/rollout_s"] + r["time/update_s"] for r in updates)
+    batch = ZOO_CARTPOLE["n_envs"] * ZOO_CARTPOLE["n_steps"]
+    return Measurement(
+        variant="esper-compiled" if compile_update else "esper-eager",
+        round=round_index,
+        env_steps=result.total_env_steps,
+        end_to_end_steps_per_s=result.env_steps_per_s,
+        steady_steps_per_s=len(updates) * batch / busy,
+        final_return=result.final_eval_return_mean,
+    )
+
+
+def measure_sb3(steps: int, round_index: int, seed: int = 0) -> Measurement:
+    """Stable-Baselines3's PPO at the same settings (``pip install -e .[bench]``)."""
+    from stable_baselines3 import PPO  # noqa: PLC0415 - optional dependency
+    from stable_baselines3.common.callbacks import BaseCallback  # noqa: PLC0415
+    from stable_baselines3.common.env_util import make_vec_env  # noqa: PLC0415
+
+    class UpdateClock(BaseCallback):
+        """Timestamps each rollout start, i.e. each update boundary."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stamps: list[float] = []
+
+        def _on_rollout_start(self) -> None:
+            self.stamps.append(time.perf_counter())
+
+        def _on_step(self) -> bool:
+            return True
+
+    zoo = ZOO_CARTPOLE
+    envs = make_vec_env("CartPole-v1", n_envs=zoo["n_envs"], seed=seed)
+    model = PPO(
+        "MlpPolicy",
+        envs,
+        n_steps=zoo["n_steps"],
+        batch_size=zoo["batch_size"],
+        n_epochs=zoo["n_epochs"],
+        learning_rate=zoo["learning_rate"],
+        gae_lambda=zoo["gae_lambda"],
+        gamma=zoo["gamma"],
+        ent_coef=zoo["ent_coef"],
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+    clock = UpdateClock()
+    start = time.perf_counter()
+    model.learn(steps, callback=clock)
+    elapsed = time.perf_counter() - start
+    stamps = [*clock.stamps, time.perf_counter()][WARMUP_UPDATES:]
+    batch = zoo["n_envs"] * zoo["n_steps"]
+    envs.close()
+    return Measurement(
+        variant="sb3",
+        round=round_index,
+        env_steps=model.num_timesteps,
+        end_to_end_steps_per_s=model.num_timesteps / elapsed,
+        steady_steps_per_s=(len(stamps) - 1) * batch / (stamps[-1] - stamps[0]),
+        final_return=None,
+    )
+
+
+def run_benchmark(steps: int, rounds: int, variants: list[str]) -> list[Measurement]:
+    runners = {
+        "sb3": lambda r: measure_sb3(steps, r),
+        "esper-eager": lambda r: measure_esper(False, steps, r),
+        "esper-compiled": lambda r: measure_esper(True, steps, r),
+    }
+    measurements = []
+    for round_index in range(rounds):
+        for variant in variants:
+            measurement = runners[variant](round_index)
+            print(
+                f"round {round_index} {variant:15s} steady {measurement.steady_steps_per_s:8.0f} "
+                f"steps/s, end-to-end {measurement.end_to_end_steps_per_s:8.0f} steps/s",
+                flush=True,
+            )
+            measurements.append(measurement)
+    return measurements
+
+
+def summarize(
+    measurements: list[Measurement], baseline: str = "sb3"
+) -> list[dict[str, float | str]]:
+    """Median steps/s per variant and its ratio to the baseline's median."""
+    variants = list(dict.fromkeys(m.variant for m in measurements))
+    medians = {
+        v: {
+            key: statistics.median(getattr(m, key) for m in measurements if m.variant == v)
+            for key in ("steady_steps_per_s", "end_to_end_steps_per_s")
+        }
+        for v in variants
+    }
+    rows: list[dict[str, float | str]] = []
+    for variant in variants:
+        row: dict[str, float | str] = {"variant": variant, **medians[variant]}
+        if baseline in medians:
+            for key in ("steady_steps_per_s", "end_to_end_steps_per_s"):
+                row[f"{key}_vs_{baseline}"] = medians[variant][key] / medians[baseline][key]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, float | str]]) -> str:
+    header = "| variant | steady steps/s | x sb3 | end-to-end steps/s | x sb3 |"
+    lines = [header, "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | {row['steady_steps_per_s']:.0f} | "
+            f"{row.get('steady_steps_per_s_vs_sb3', float('nan')):.2f} | "
+            f"{row['end_to_end_steps_per_s']:.0f} | "
+            f"{row.get('end_to_end_steps_per_s_vs_sb3', float('nan')):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(path: Path, measurements: list[Measurement], threads: int) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "threads": threads,
+                "settings": ZOO_CARTPOLE,
+                "measurements": [asdict(m) for m in measurements],
+                "summary": summarize(measurements),
+            },
+            indent=2,
+        )
+    )

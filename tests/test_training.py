@@ -99,3 +99,16 @@ def test_no_wandb_files_when_off_or_disabled(tiny, tmp_path, overrides):
     base = [o for o in tiny if not o.startswith("logger=")]
     run_training([*base, *overrides], tmp_path)
     assert not (tmp_path / "wandb").exists()
+
+
+@pytest.mark.timeout(600)
+def test_compiled_update_trains_like_eager(tiny, tmp_path):
+    """One compiled graph for forward, loss and backward: same maths, same learning."""
+    run_training(tiny, tmp_path / "eager")
+    run_training([*tiny, "agent.compile=true"], tmp_path / "compiled")
+    eager, compiled = history(tmp_path / "eager"), history(tmp_path / "compiled")
+    assert [r["global_step"] for r in eager] == [r["global_step"] for r in compiled]
+    for a, b in zip(eager, compiled, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key

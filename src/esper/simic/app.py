@@ -14,11 +14,12 @@ from esper.simic.config import (
     load_settings,
     register_schemas,
 )
-from esper.simic.train import train
+from esper.simic.train import TrainingAbortedError, train
 
 CONFIG_MODULE = "esper.simic.conf"
 CONFIG_NAME = "config"
 EXIT_CONFIG_ERROR = 2
+EXIT_TRAINING_ABORTED = 3
 
 
 def fail(message: str) -> None:
@@ -56,5 +57,11 @@ def run(cfg: DictConfig) -> float:
         raise  # in a sweep, one bad job must not end the others
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    result = train(settings, run_dir, run_config)
+    try:
+        result = train(settings, run_dir, run_config)
+    except TrainingAbortedError as error:
+        if HydraConfig.get().mode is RunMode.RUN:
+            print(f"esper.simic: training aborted: {error}", file=sys.stderr)
+            raise SystemExit(EXIT_TRAINING_ABORTED) from error
+        raise
     return result.final_eval_return_mean

@@ -18,7 +18,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
 from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.ppo import PPOLearner, policy_parameters
+from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner, policy_parameters
 from esper.simic.checkpoint import checkpoint_path, save_checkpoint
 from esper.simic.envs.factory import find_wrapper, make_vector_env
 from esper.simic.envs.normalization import make_normalizer
@@ -38,6 +38,10 @@ EPISODE_WINDOW = 100
 
 EVAL_SEED_OFFSET = 1_000_003
 """Eval envs draw their episodes from seeds disjoint from training's."""
+
+
+class TrainingAbortedError(RuntimeError):
+    """The run stopped on purpose (``collector.on_nonfinite=abort``); the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +127,14 @@ class Trainer:
         trainer = self.settings.trainer
         loop_start = time.perf_counter()
         for update in range(1, self.num_updates + 1):
-            metrics = self._train_one_update(loop_start)
+            try:
+                metrics = self._train_one_update(loop_start)
+            except NonFiniteGradientsError as error:
+                path = self.run_dir / CHECKPOINT_DIR / "nonfinite_abort.pt"
+                save_checkpoint(self._state(update - 1), path)
+                raise TrainingAbortedError(
+                    f"update {update}: {error}; the last good weights are in {path}"
+                ) from error
             if (
                 trainer.eval_interval
                 and update % trainer.eval_interval == 0

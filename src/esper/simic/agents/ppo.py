@@ -4,6 +4,7 @@ Metrics stay tensors through the whole update and become Python numbers once at
 its end, together with the gradient statistics (one host sync per update).
 """
 
+import logging
 from typing import NamedTuple
 
 import torch
@@ -18,7 +19,7 @@ from esper.simic.agents.losses import (
     value_loss,
 )
 from esper.simic.agents.networks import ActorCritic
-from esper.simic.gradients import AsyncGradientStats, GradientCollector
+from esper.simic.gradients import AsyncGradientStats, GradientCollector, NonFinitePolicy
 from esper.simic.settings import AgentConfig
 
 
@@ -35,6 +36,20 @@ class RolloutBatch(NamedTuple):
 
     def select(self, index: torch.Tensor) -> "RolloutBatch":
         return RolloutBatch(*(None if t is None else t[index] for t in self))
+
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteGradientsError(RuntimeError):
+    """Raised after an update under ``on_nonfinite=abort``; its steps were dropped."""
+
+    def __init__(self, count: int, steps: int, parameters: list[str]) -> None:
+        self.parameters = parameters
+        super().__init__(
+            f"{count} of {steps} optimiser steps had non-finite gradients "
+            f"(parameters: {', '.join(parameters) or 'unknown'})"
+        )
 
 
 # The per-step scalars of one gradient step, in the order they are stacked.
@@ -71,6 +86,8 @@ class PPOLearner:
         )
         self.parameter_groups = policy.parameter_groups()
         self._names, self._params = zip(*policy.named_parameters(), strict=True)
+        self._nonfinite_steps: list[torch.Tensor] = []
+        self._nonfinite_params: list[torch.Tensor] = []
         self._compiled_gradients = (
             torch.compile(grad_and_value(self._functional_loss, has_aux=True))
             if config.compile
@@ -116,8 +133,33 @@ class PPOLearner:
         grad_stats = self.collector.collect_and_clip(
             self.parameter_groups, self.config.max_grad_norm
         )
+        self._guard_nonfinite(grad_stats)
         self.optimizer.step()
         return scalars, grad_stats
+
+    def _guard_nonfinite(self, grad_stats: AsyncGradientStats) -> None:
+        """Flag a step whose gradients hold NaN/Inf and, unless warning only, drop it.
+
+        Fused Adam reads ``found_inf`` on the device and skips the update (weights,
+        moments and step count) when it is non-zero: the mechanism GradScaler uses,
+        so the decision needs no host sync.
+        """
+        total = grad_stats.total_norm
+        if total is None:
+            grads = [p.grad for p in self._params if p.grad is not None]
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        nonfinite = ~torch.isfinite(total)
+        self._nonfinite_steps.append(nonfinite)
+        policy = self.collector.config.on_nonfinite
+        if policy is not NonFinitePolicy.warn:
+            self.optimizer.found_inf = nonfinite.float()
+        if policy is NonFinitePolicy.abort:
+            # One extra norm pass per step, paid only under abort, to name the culprits.
+            per_param = [
+                torch.linalg.vector_norm(p.grad) if p.grad is not None else torch.zeros(())
+                for p in self._params
+            ]
+            self._nonfinite_params.append(~torch.isfinite(torch.stack(per_param)))
 
     def update(self, batch: RolloutBatch, generator: torch.Generator) -> dict[str, float]:
         """Run the epochs over ``batch`` and return the update's metrics.
@@ -129,6 +171,7 @@ class PPOLearner:
         batch_size = batch.obs.shape[0]
         step_scalars: list[torch.Tensor] = []
         grad_stats: list[AsyncGradientStats] = []
+        self._nonfinite_steps, self._nonfinite_params = [], []
         epochs_run = 0
         for _ in range(config.update_epochs):
             order = torch.randperm(batch_size, generator=generator).to(batch.obs.device)
@@ -147,14 +190,32 @@ class PPOLearner:
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         means = torch.stack(step_scalars).mean(0)
-        summary = torch.cat([means, explained_variance(batch.values, batch.returns).reshape(1)])
-        values = summary.tolist()  # the update's host sync
-        metrics = {f"train/{name}": v for name, v in zip(STEP_METRICS, values, strict=False)}
-        metrics["train/explained_variance"] = values[-1]
+        summary = torch.cat(
+            [
+                means,
+                explained_variance(batch.values, batch.returns).reshape(1),
+                torch.stack(self._nonfinite_steps).sum().reshape(1).float(),
+            ]
+        )
+        *step_means, explained, nonfinite_steps = summary.tolist()  # the update's host sync
+        metrics = {f"train/{name}": v for name, v in zip(STEP_METRICS, step_means, strict=True)}
+        metrics["train/explained_variance"] = explained
+        metrics["train/nonfinite_steps"] = nonfinite_steps
         metrics["train/learning_rate"] = float(learning_rate)
         metrics["train/epochs"] = float(epochs_run)
         metrics.update(self.collector.materialize(grad_stats).as_metrics())
+        if nonfinite_steps:
+            self._report_nonfinite(int(nonfinite_steps), len(step_scalars))
         return metrics
+
+    def _report_nonfinite(self, count: int, steps: int) -> None:
+        policy = self.collector.config.on_nonfinite
+        if policy is NonFinitePolicy.abort:
+            flagged = torch.stack(self._nonfinite_params).any(0).tolist()
+            names = [name for name, bad in zip(self._names, flagged, strict=True) if bad]
+            raise NonFiniteGradientsError(count, steps, names)
+        verb = "applied anyway" if policy is NonFinitePolicy.warn else "skipped"
+        log.warning("%d of %d optimiser steps had non-finite gradients (%s)", count, steps, verb)
 
     def state_dict(self) -> dict[str, object]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}

@@ -19,7 +19,7 @@ from esper.simic.gradients.collectors import (
     ParameterGroups,
     build_collector,
 )
-from esper.simic.gradients.config import CollectorConfig, CollectorName
+from esper.simic.gradients.config import CollectorConfig, CollectorName, NonFinitePolicy
 from esper.simic.gradients.gather import GradLayout
 from esper.simic.gradients.stats import (
     AsyncGradientStats,
@@ -40,6 +40,7 @@ __all__ = [
     "GradientCollector",
     "GradientStats",
     "LoopCollector",
+    "NonFinitePolicy",
     "NoneCollector",
     "ParameterGroups",
     "TensorNormStats",

@@ -19,6 +19,17 @@ class CollectorName(enum.Enum):
     none = "none"
 
 
+class NonFinitePolicy(enum.Enum):
+    """What the update does with an optimiser step whose gradients hold NaN or Inf."""
+
+    # Drop the step (the optimiser leaves weights and moments untouched) and count it.
+    skip = "skip"
+    # Drop the step, then end the run after the update, checkpoint first.
+    abort = "abort"
+    # Apply the step anyway and warn: only for debugging a run that must go on.
+    warn = "warn"
+
+
 @dataclass
 class CollectorConfig:
     """Which collector to build and the thresholds its statistics are judged by."""
@@ -32,3 +43,5 @@ class CollectorConfig:
     exploding_threshold: float = 100.0
     # Opt-in extra pass over every gradient element: zero fraction and NaN/Inf element counts.
     detail: bool = False
+    # Non-finite gradients: skip the step, abort the run, or warn and apply it.
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.skip

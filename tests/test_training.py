@@ -112,3 +112,10 @@ def test_compiled_update_trains_like_eager(tiny, tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+
+
+def test_async_vector_env_trains_like_sync(tiny, tmp_path):
+    """Subprocess envs change where envs step, not what they return."""
+    run_training(tiny, tmp_path / "sync")
+    run_training([*tiny, "env.vectorization=async"], tmp_path / "async")
+    assert history(tmp_path / "sync") == history(tmp_path / "async")

@@ -79,6 +79,7 @@ def test_periodic_checkpoints(tiny, tmp_path):
     run_training([*tiny, "trainer.checkpoint_interval=2"], tmp_path)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == [
+        "best.pt",
         "checkpoint_0000004.pt",
         "checkpoint_0000006.pt",
         "checkpoint_0000008.pt",

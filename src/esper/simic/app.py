@@ -1,7 +1,9 @@
 """The Hydra task function and the checks that run before Hydra creates anything."""
 
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +16,8 @@ from esper.simic.config import (
     load_settings,
     register_schemas,
 )
+from esper.simic.resume import ResumeError, run_dir_of
+from esper.simic.settings import SimicConfig
 from esper.simic.train import TrainingAbortedError, train
 
 CONFIG_MODULE = "esper.simic.conf"
@@ -42,9 +46,24 @@ def preflight(overrides: list[str]) -> None:
     except Exception as error:
         fail(describe_config_exception(error))
     try:
-        load_settings(cfg)
-    except ConfigError as error:
+        settings = load_settings(cfg)
+        if settings.resume is not None:
+            run_dir_of(settings.resume)
+    except (ConfigError, ResumeError) as error:
         fail(str(error))
+
+
+def sweep_group(settings: SimicConfig, run_config: dict[str, Any]) -> SimicConfig:
+    """In a multirun, put every job of the sweep in one W&B group (unless ``logger.group``).
+
+    ``<experiment>-<sweep dir name>`` is unique per sweep (the dir is timestamped) and
+    the same for all its jobs, so W&B shows a sweep's runs together.
+    """
+    if settings.logger.group is not None or HydraConfig.get().mode is not RunMode.MULTIRUN:
+        return settings
+    group = f"{settings.experiment}-{Path(HydraConfig.get().sweep.dir).name}"
+    run_config["logger"]["group"] = group
+    return dataclasses.replace(settings, logger=dataclasses.replace(settings.logger, group=group))
 
 
 def run(cfg: DictConfig) -> float:
@@ -55,10 +74,22 @@ def run(cfg: DictConfig) -> float:
         if HydraConfig.get().mode is RunMode.RUN:
             fail(str(error))
         raise  # in a sweep, one bad job must not end the others
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert isinstance(run_config, dict)
+    settings = sweep_group(settings, run_config)
     try:
+        # A resumed run continues in its own dir; Hydra's new output dir keeps only
+        # the resuming invocation's .hydra/ config and log.
+        run_dir = (
+            Path(HydraConfig.get().runtime.output_dir)
+            if settings.resume is None
+            else run_dir_of(settings.resume)
+        )
         result = train(settings, run_dir, run_config)
+    except ResumeError as error:
+        if HydraConfig.get().mode is RunMode.RUN:
+            fail(f"cannot resume: {error}")
+        raise
     except TrainingAbortedError as error:
         if HydraConfig.get().mode is RunMode.RUN:
             print(f"esper.simic: training aborted: {error}", file=sys.stderr)

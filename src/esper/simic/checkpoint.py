@@ -2,12 +2,31 @@
 
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 
+CHECKPOINT_DIR = "checkpoints"
+"""Checkpoints live in ``<run dir>/checkpoints/``."""
 CHECKPOINT_GLOB = "checkpoint_*.pt"
+FINAL_CHECKPOINT = "final.pt"
+BEST_CHECKPOINT = "best.pt"
+TRAINING_STATE_KEYS = (
+    "policy",
+    "learner",
+    "obs_normalizer",
+    "reward_normalizer",
+    "counters",
+    "rng",
+    "config",
+)
+"""What a checkpoint needs for a run to continue from it (``load_checkpoint(required=...)``)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (truncated, corrupt, or missing state); one line."""
 
 
 def checkpoint_path(directory: Path, update: int) -> Path:
@@ -38,8 +57,23 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep_last: int | None = N
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_checkpoint`` (tensors land on the CPU)."""
-    # weights_only=False: the state holds numpy RNG state and normaliser arrays, and
-    # we only ever load files this package wrote.
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: Path, required: Collection[str] = ()) -> dict[str, Any]:
+    """Load a checkpoint written by ``save_checkpoint`` (tensors land on the CPU).
+
+    Writes are atomic, but a file can still be damaged afterwards (disk, copy, a
+    manual edit); ``CheckpointError`` then names the file and the problem so the
+    caller can fall back to an older one.
+    """
+    try:
+        # weights_only=False: the state holds numpy RNG state and normaliser arrays,
+        # and we only ever load files this package wrote.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable ({reason})") from error
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state

@@ -183,6 +183,9 @@ class TrainerConfig:
     networks: their ops are too small to split, and idle-spinning OpenMP threads slow
     everything down when cores are shared with env workers or parallel sweep jobs."""
     progress: ProgressMode = ProgressMode.auto
+    keep_checkpoints: int = bounded(3, ge=1)
+    """Periodic checkpoints kept besides ``final.pt`` and ``best.pt``; more than one leaves
+    an older one to fall back to when the newest is damaged."""
 
 
 @dataclass
@@ -199,3 +202,5 @@ class SimicConfig:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: str | None = None
+    """Run dir or checkpoint of a run to continue in its own dir (``resume.py``)."""

@@ -19,19 +19,25 @@ from gymnasium.wrappers import vector as vector_wrappers
 
 from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner, policy_parameters
-from esper.simic.checkpoint import checkpoint_path, save_checkpoint
+from esper.simic.checkpoint import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    FINAL_CHECKPOINT,
+    checkpoint_path,
+    save_checkpoint,
+)
 from esper.simic.envs.factory import find_wrapper, make_vector_env
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.gradients import build_collector
+from esper.simic.resume import check_resumable, load_latest_good, restart_seed, truncate_history
 from esper.simic.rollout import RolloutRunner, evaluate
 from esper.simic.runinfo import git_commit, write_json_atomic
 from esper.simic.settings import SimicConfig
-from esper.simic.tracking import Tracker, build_tracker
+from esper.simic.tracking import HISTORY_FILE, Tracker, build_tracker
 
 SUMMARY_FILE = "summary.json"
-CHECKPOINT_DIR = "checkpoints"
-KEEP_CHECKPOINTS = 3
-"""Periodic checkpoints kept on disk besides the final one."""
+POLICY_FILE = "policy.pt"
+"""The final policy's state dict alone: what deployment or a W&B model artifact needs."""
 
 EPISODE_WINDOW = 100
 """Recent episodes averaged into ``rollout/episode_return`` (as Stable-Baselines3 does)."""
@@ -91,6 +97,8 @@ class Trainer:
         self.batch_size = agent.num_steps * env_cfg.num_envs
         self.num_updates = math.ceil(settings.total_timesteps / self.batch_size)
         self.global_step = 0
+        self.start_update = self.start_step = 0
+        self.best_eval_return = -math.inf
         self.recent_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.recent_lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
 
@@ -126,7 +134,7 @@ class Trainer:
         self.tracker = build_tracker(self.settings, self.run_dir, self.run_config)
         trainer = self.settings.trainer
         loop_start = time.perf_counter()
-        for update in range(1, self.num_updates + 1):
+        for update in range(self.start_update + 1, self.num_updates + 1):
             try:
                 metrics = self._train_one_update(loop_start)
             except NonFiniteGradientsError as error:
@@ -141,13 +149,15 @@ class Trainer:
                 and update < self.num_updates
             ):
                 eval_start = time.perf_counter()
-                metrics.update(eval_metrics(self._evaluate(update)))
+                returns = self._evaluate(update)
+                metrics.update(eval_metrics(returns))
                 metrics["time/eval_s"] = time.perf_counter() - eval_start
+                self._save_if_best(returns, update)
             if update % trainer.log_interval == 0 or "eval/return_mean" in metrics:
                 self.tracker.log(metrics, self.global_step)
             if trainer.checkpoint_interval and update % trainer.checkpoint_interval == 0:
                 path = checkpoint_path(self.run_dir / CHECKPOINT_DIR, update)
-                save_checkpoint(self._state(update), path, keep_last=KEEP_CHECKPOINTS)
+                save_checkpoint(self._state(update), path, keep_last=trainer.keep_checkpoints)
         return self._finish(train_time=time.perf_counter() - loop_start)
 
     def _train_one_update(self, loop_start: float) -> dict[str, float]:
@@ -165,7 +175,7 @@ class Trainer:
         metrics["rollout/episodes"] = float(len(episodes.returns))
         metrics["time/rollout_s"] = t1 - t0
         metrics["time/update_s"] = t2 - t1
-        metrics["time/env_steps_per_s"] = self.global_step / (t2 - loop_start)
+        metrics["time/env_steps_per_s"] = (self.global_step - self.start_step) / (t2 - loop_start)
         return metrics
 
     def _evaluate(self, index: int) -> np.ndarray:
@@ -179,6 +189,39 @@ class Trainer:
             seed=self.settings.seed + EVAL_SEED_OFFSET + index * trainer.eval_episodes,
         )
 
+    def _save_if_best(self, returns: np.ndarray, update: int) -> None:
+        """Keep ``best.pt``: the checkpoint with the highest mean eval return so far."""
+        if float(returns.mean()) > self.best_eval_return:
+            self.best_eval_return = float(returns.mean())
+            save_checkpoint(self._state(update), self.run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state (see ``_state``); envs begin fresh episodes.
+
+        The envs' own state (positions, episode progress) is not checkpointed, so they
+        reset with a seed derived from the run's seed and the update; then the RNGs
+        are restored last so the rest of the run draws what the killed run would have.
+        """
+        self.policy.load_state_dict(state["policy"])
+        self.learner.load_state_dict(state["learner"])
+        self.normalizer.load_state_dict(state["obs_normalizer"])
+        reward_wrapper = find_wrapper(self.envs, vector_wrappers.NormalizeReward)
+        if reward_wrapper is not None and state["reward_normalizer"]:
+            reward_wrapper.return_rms = state["reward_normalizer"]["return_rms"]
+        self.start_update = state["counters"]["update"]
+        self.global_step = self.start_step = state["counters"]["global_step"]
+        self.best_eval_return = state.get("best_eval_return", -math.inf)
+        episodes = state.get("episodes", {})
+        self.recent_returns.extend(episodes.get("returns", []))
+        self.recent_lengths.extend(episodes.get("lengths", []))
+        self.runner.restart(restart_seed(self.settings.seed, self.start_update))
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["minibatch"])
+        truncate_history(self.run_dir / HISTORY_FILE, self.global_step)
+
     def _state(self, update: int) -> dict[str, Any]:
         """Everything a resumed run needs, plus the config that made it."""
         return {
@@ -187,6 +230,11 @@ class Trainer:
             "obs_normalizer": self.normalizer.state_dict(),
             "reward_normalizer": reward_normalizer_state(self.envs),
             "counters": {"update": update, "global_step": self.global_step},
+            "best_eval_return": self.best_eval_return,
+            "episodes": {
+                "returns": list(self.recent_returns),
+                "lengths": list(self.recent_lengths),
+            },
             "rng": {
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -200,13 +248,16 @@ class Trainer:
         assert self.tracker is not None
         final_returns = self._evaluate(self.num_updates)
         self.tracker.log(eval_metrics(final_returns), self.global_step)
-        save_checkpoint(self._state(self.num_updates), self.run_dir / CHECKPOINT_DIR / "final.pt")
+        self._save_if_best(final_returns, self.num_updates)
+        final = self.run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
+        save_checkpoint(self._state(self.num_updates), final)
+        policy = save_checkpoint(self.policy.state_dict(), self.run_dir / POLICY_FILE)
         result = RunResult(
             final_eval_return_mean=float(final_returns.mean()),
             final_eval_return_std=float(final_returns.std()),
             total_env_steps=self.global_step,
             wall_time_s=time.perf_counter() - self.start_time,
-            env_steps_per_s=self.global_step / train_time,
+            env_steps_per_s=(self.global_step - self.start_step) / train_time,
             num_updates=self.num_updates,
             eval_returns=final_returns.tolist(),
         )
@@ -220,6 +271,7 @@ class Trainer:
         }
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         self.tracker.summarize(summary)
+        self.tracker.log_artifacts({"policy": policy, "checkpoint": final})
         return result
 
     def close(self) -> None:
@@ -240,6 +292,10 @@ def train(settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> R
     """Train one agent as ``settings`` says, writing everything under ``run_dir``."""
     trainer = Trainer(settings, run_dir, run_config)
     try:
+        if settings.resume is not None:
+            _, state = load_latest_good(settings.resume)
+            check_resumable(state, run_config, trainer.num_updates)
+            trainer.restore(state)
         return trainer.run()
     finally:
         trainer.close()

@@ -16,7 +16,7 @@ def build_tracker(settings: SimicConfig, run_dir: Path, run_config: dict[str, An
     """Console progress and the local history always; W&B unless off or disabled.
 
     ``logger.mode=disabled`` skips W&B entirely rather than making a dummy run, so
-    nothing W&B-related is created.
+    nothing W&B-related is created. A resumed run (``resume=...``) continues its W&B run.
     """
     sinks: list[MetricSink] = [
         ConsoleProgress(settings.total_timesteps, settings.trainer.progress),
@@ -27,5 +27,5 @@ def build_tracker(settings: SimicConfig, run_dir: Path, run_config: dict[str, An
         # Imported here: wandb takes about a second to import and logger=none never needs it.
         from esper.simic.tracking.wandb_sink import WandbSink  # noqa: PLC0415
 
-        sinks.append(WandbSink(logger, run_dir, run_config))
+        sinks.append(WandbSink(logger, run_dir, run_config, resuming=settings.resume is not None))
     return Tracker(sinks)

@@ -4,6 +4,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -76,6 +77,9 @@ class ConsoleProgress:
             file=sys.stderr,
             flush=True,
         )
+
+    def log_artifacts(self, files: Mapping[str, Path]) -> None:
+        """Nothing to show: the run dir holds the files."""
 
     def close(self) -> None:
         if self._bar is not None:

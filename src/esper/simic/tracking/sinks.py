@@ -18,6 +18,9 @@ class MetricSink(Protocol):
     def summarize(self, summary: Mapping[str, Any]) -> None:
         """Record the run's final results."""
 
+    def log_artifacts(self, files: Mapping[str, Path]) -> None:
+        """Keep the run's final files (``name -> path``) where the sink keeps runs."""
+
     def close(self) -> None:
         """Flush and release; called once, also after a failed run."""
 
@@ -40,6 +43,9 @@ class JsonlHistory:
     def summarize(self, summary: Mapping[str, Any]) -> None:
         """The summary has its own file, ``summary.json``."""
 
+    def log_artifacts(self, files: Mapping[str, Path]) -> None:
+        """The files are already in the run dir."""
+
     def close(self) -> None:
         self._file.close()
 
@@ -57,6 +63,10 @@ class Tracker:
     def summarize(self, summary: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.summarize(summary)
+
+    def log_artifacts(self, files: Mapping[str, Path]) -> None:
+        for sink in self.sinks:
+            sink.log_artifacts(files)
 
     def close(self) -> None:
         errors: list[BaseException] = []

@@ -2,6 +2,8 @@
 
 Offline by default, so a run needs no account and no network; its files live in
 the run dir, and ``wandb sync <run dir>/wandb/offline-run-*`` uploads them later.
+W&B never stops training: a failed online init falls back to offline, and a failed
+log call turns the sink off; ``metrics.jsonl`` keeps the full history either way.
 """
 
 import logging
@@ -14,6 +16,9 @@ import wandb
 from esper.simic.settings import LoggerConfig, WandbMode
 
 log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "wandb_run_id.txt"
+"""Holds the W&B run id in the run dir, so a resumed run continues the same W&B run."""
 
 
 def _settings(init_timeout_s: float) -> wandb.Settings:
@@ -31,11 +36,19 @@ class WandbSink:
     """One W&B run per training run; ``global_step`` is every metric's x-axis.
 
     Runs with different numbers of envs then compare on environment steps, and
-    W&B's own ``_step`` (which restarts on resume) is never needed.
+    W&B's own ``_step`` (which restarts on resume) is never needed. With ``resuming``
+    the run id saved in the run dir is reused (``resume="allow"``).
     """
 
-    def __init__(self, config: LoggerConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: LoggerConfig,
+        run_dir: Path,
+        run_config: dict[str, Any],
+        resuming: bool = False,
+    ) -> None:
         self.config = config
+        id_file = run_dir / RUN_ID_FILE
         kwargs: dict[str, Any] = {
             "dir": str(run_dir),
             "project": config.project,
@@ -48,6 +61,8 @@ class WandbSink:
             "config": run_config,
             "settings": _settings(config.init_timeout_s),
         }
+        if resuming and id_file.exists():
+            kwargs |= {"id": id_file.read_text(encoding="utf-8").strip(), "resume": "allow"}
         try:
             self.run = wandb.init(mode=config.mode.value, **kwargs)
         except Exception as error:
@@ -60,19 +75,39 @@ class WandbSink:
                 run_dir,
             )
             self.run = wandb.init(mode="offline", **kwargs)
+        id_file.write_text(self.run.id + "\n", encoding="utf-8")
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
+        self._failed = False
 
     @property
     def run_id(self) -> str:
         return self.run.id
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        self.run.log({"global_step": step, **metrics})
+        if self._failed:
+            return
+        try:
+            self.run.log({"global_step": step, **metrics})
+        except Exception as error:
+            self._failed = True
+            log.warning(
+                "W&B logging failed at step %d (%s); W&B is off for the rest of this run, "
+                "metrics.jsonl keeps the full history",
+                step,
+                str(error).splitlines()[0],
+            )
 
     def summarize(self, summary: Mapping[str, Any]) -> None:
         for key, value in summary.items():
             self.run.summary[key] = value
+
+    def log_artifacts(self, files: Mapping[str, Path]) -> None:
+        """One ``model`` artifact per run holding the final files (offline too: it syncs)."""
+        artifact = wandb.Artifact(f"model-{self.run.id}", type="model")
+        for name, path in files.items():
+            artifact.add_file(str(path), name=f"{name}{path.suffix}")
+        self.run.log_artifact(artifact, aliases=["final"])
 
     def close(self) -> None:
         self.run.finish()

@@ -1,0 +1,103 @@
+"""Resuming a run in its own dir: state, history without duplicates, fallbacks, refusals."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from esper.simic.app import preflight
+from esper.simic.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from esper.simic.resume import ResumeError
+from esper.simic.testing import run_training
+
+
+def train_steps(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["global_step"] for row in rows if "train/policy_loss" in row]
+
+
+def killed_run(tiny, run_dir):
+    """A finished tiny run made to look killed after update 7: checkpoints up to 6 only."""
+    run_training([*tiny, "trainer.checkpoint_interval=2"], run_dir)
+    for name in ("final.pt", "checkpoint_0000008.pt"):
+        (run_dir / "checkpoints" / name).unlink()
+    (run_dir / "summary.json").unlink()
+    with (run_dir / "metrics.jsonl").open("a") as history:
+        history.write('{"global_step": 5')  # torn by the kill
+    return [*tiny, "trainer.checkpoint_interval=2", f"resume={run_dir}"]
+
+
+def test_resume_continues_in_the_same_dir_with_every_step_once(tiny, tmp_path):
+    overrides = killed_run(tiny, tmp_path)
+    result = run_training(overrides, tmp_path)
+    assert result.total_env_steps == 512
+    assert train_steps(tmp_path) == [64 * i for i in range(1, 9)]
+    state = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
+    assert state["counters"] == {"update": 8, "global_step": 512}
+    assert state["learner"]["scheduler"]["last_epoch"] == 8  # LR schedule continued
+    assert (tmp_path / "summary.json").exists()
+    assert (tmp_path / "checkpoints" / "best.pt").exists()
+
+
+def test_resume_is_deterministic(tiny, tmp_path):
+    """Same checkpoint, same restart seed: identical continuations (not identical to an
+    uninterrupted run, whose envs were mid-episode at the checkpoint)."""
+    overrides = killed_run(tiny, tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    run_training(overrides, tmp_path / "a")
+    run_training([*overrides[:-1], f"resume={tmp_path / 'b'}"], tmp_path / "b")
+
+    def rows(run_dir):
+        text = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(r).items() if not k.startswith("time/")} for r in text]
+
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tiny, tmp_path, caplog):
+    overrides = killed_run(tiny, tmp_path)
+    latest = tmp_path / "checkpoints" / "checkpoint_0000006.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        run_training(overrides, tmp_path)
+    assert "checkpoint_0000006.pt is unreadable" in caplog.text
+    assert "resuming from" in caplog.text
+    assert "checkpoint_0000004.pt" in caplog.text
+    assert train_steps(tmp_path) == [64 * i for i in range(1, 9)]
+
+
+def test_checkpoint_without_training_state_is_rejected(tmp_path):
+    path = save_checkpoint({"policy": {}}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="lacks learner"):
+        load_checkpoint(path, required=("policy", "learner"))
+
+
+def test_finished_run_resumes_only_with_a_larger_budget(tiny, tmp_path):
+    run_training(tiny, tmp_path)
+    with pytest.raises(ResumeError, match=r"already finished.*raise total_timesteps"):
+        run_training([*tiny, f"resume={tmp_path}"], tmp_path)
+    result = run_training([*tiny, "total_timesteps=1024", f"resume={tmp_path}"], tmp_path)
+    assert result.total_env_steps == 1024
+    assert train_steps(tmp_path) == [64 * i for i in range(1, 17)]
+
+
+def test_resume_with_a_different_config_is_refused(tiny, tmp_path):
+    run_training(tiny, tmp_path)
+    with pytest.raises(ResumeError, match="seed differs"):
+        run_training([*tiny, "seed=1", "total_timesteps=1024", f"resume={tmp_path}"], tmp_path)
+
+
+def test_missing_resume_path_stops_at_the_door(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        preflight([f"resume={tmp_path / 'nope'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "no such run dir or checkpoint" in err
+
+
+def test_keep_checkpoints(tiny, tmp_path):
+    run_training([*tiny, "trainer.checkpoint_interval=1", "trainer.keep_checkpoints=2"], tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "checkpoint_0000007.pt", "checkpoint_0000008.pt", "final.pt"]

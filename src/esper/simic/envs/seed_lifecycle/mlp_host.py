@@ -1,0 +1,225 @@
+"""``host="mlp"``: a real ~6.8K-parameter MLP and real seed modules, trained each epoch.
+
+It exists to check the surrogate against the real thing: the same lifecycle, with the
+host and seeds trained by Adam on a small synthetic 10-class task, counterfactuals
+measured by switching seed modules off on the same validation set (so they share its
+noise, as the surrogate's do), and gradient health read from the seeds' gradient norms.
+
+The dataset is generated once, from a fixed seed, by a random teacher network wider than
+the host, with label noise, so a small host plateaus well below 100% and extra capacity
+helps. Seeds follow Esper's slot semantics (``kasmina/slot.py`` L2060-2150, L2278-2292): in
+TRAINING the seed sees detached host features and learns through a straight-through
+estimator without changing the host's output; from BLENDING on the output is
+``lerp(host, seed, alpha)`` and host and seed co-adapt, as Esper does for non-CNN hosts.
+(Esper keeps CNN seeds' inputs detached; in this MLP that starves every host layer below
+a fully blended seed of gradient, and the host falls ~3 pp behind training alone.)
+Blueprints are MLP analogues with Esper's parameter counts.
+"""
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Final
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812 (torch convention)
+
+from esper.simic.envs.seed_lifecycle.constants import BLUEPRINTS, TRAINED_STAGES, SeedStage
+from esper.simic.envs.seed_lifecycle.host import Evaluation
+from esper.simic.envs.seed_lifecycle.lifecycle import Seed
+
+INPUT_DIM: Final = 32
+WIDTH: Final = 48  # 32-48-48-48-10: 6,778 parameters
+DEPTH: Final = 3
+NUM_CLASSES: Final = 10
+TEACHER_WIDTH: Final = 512
+LABEL_NOISE: Final = 0.1
+TRAIN_SIZE: Final = 8192
+VAL_SIZE: Final = 2048
+DATASET_SEED: Final = 20_240_601
+BATCH_SIZE: Final = 128
+STEPS_PER_EPOCH: Final = 8
+LEARNING_RATE: Final = 2e-3
+# A seed's gradient health falls from 1 to 0 as its gradient norm grows from 1 to 100.
+HEALTHY_GRAD_NORM: Final = 1.0
+
+
+def _make_dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_val, y_val), always the same: labels of a random teacher."""
+    gen = torch.Generator().manual_seed(DATASET_SEED)
+    total = TRAIN_SIZE + VAL_SIZE
+    x = torch.randn(total, INPUT_DIM, generator=gen)
+    w1 = torch.randn(INPUT_DIM, TEACHER_WIDTH, generator=gen) / math.sqrt(INPUT_DIM)
+    w2 = torch.randn(TEACHER_WIDTH, NUM_CLASSES, generator=gen) / math.sqrt(TEACHER_WIDTH)
+    y = (torch.relu(x @ w1) @ w2).argmax(dim=1)
+    noisy = torch.rand(total, generator=gen) < LABEL_NOISE
+    y[noisy] = torch.randint(0, NUM_CLASSES, (int(noisy.sum()),), generator=gen)
+    return x[:TRAIN_SIZE], y[:TRAIN_SIZE], x[TRAIN_SIZE:], y[TRAIN_SIZE:]
+
+
+class _Residual(nn.Module):
+    """h + W2 relu(W1 h): the conv_* blueprints' analogue."""
+
+    def __init__(self, hidden: int, gen: torch.Generator) -> None:
+        super().__init__()
+        self.up = _linear(WIDTH, hidden, gen)
+        self.down = _linear(hidden, WIDTH, gen)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.down(torch.relu(self.up(h)))
+
+
+class _ChannelAttention(nn.Module):
+    """h * 2 sigmoid(W2 relu(W1 h)): squeeze-excite style feature gating ("attention")."""
+
+    def __init__(self, hidden: int, gen: torch.Generator) -> None:
+        super().__init__()
+        self.up = _linear(WIDTH, hidden, gen)
+        self.down = _linear(hidden, WIDTH, gen)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * 2.0 * torch.sigmoid(self.down(torch.relu(self.up(h))))
+
+
+def _linear(fan_in: int, fan_out: int, gen: torch.Generator) -> nn.Linear:
+    """nn.Linear with PyTorch's default init drawn from ``gen``, not the global RNG."""
+    layer = torch.nn.utils.skip_init(nn.Linear, fan_in, fan_out)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.init.uniform_(layer.bias, -bound, bound, generator=gen)
+    return layer
+
+
+def make_seed_module(blueprint: int, gen: torch.Generator) -> nn.Module:
+    """The MLP analogue of an Esper blueprint, with a similar parameter count."""
+    name = BLUEPRINTS[blueprint].name
+    if name == "norm":
+        return nn.LayerNorm(WIDTH)  # 96 parameters (Esper: 130)
+    if name == "attention":
+        return _ChannelAttention(20, gen)  # 1,988 (2K)
+    hidden = {"conv_small": 43, "conv_light": 384, "conv_heavy": 768}[name]
+    return _Residual(hidden, gen)  # 4,219 (4.2K), 37,296 (37K), 74,544 (74K)
+
+
+class MlpHost:
+    """The real host: slot k sits after hidden layer k mod 3."""
+
+    def __init__(self, num_slots: int) -> None:
+        self._num_slots = num_slots
+        self._x_train, self._y_train, self._x_val, self._y_val = _make_dataset()
+        self._gen = torch.Generator()
+        self._layers = nn.ModuleList()
+        self._head = _linear(WIDTH, NUM_CLASSES, self._gen)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._seeds: list[nn.Module | None] = [None] * num_slots
+        self._seed_optimizers: list[torch.optim.Optimizer | None] = [None] * num_slots
+        self._build(np.random.default_rng(0))
+        self.host_params = sum(p.numel() for p in self._parameters())
+
+    def _parameters(self) -> list[nn.Parameter]:
+        return [*self._layers.parameters(), *self._head.parameters()]
+
+    def _build(self, rng: np.random.Generator) -> None:
+        """New weights, and the batch/init stream, drawn from ``rng``."""
+        self._gen.manual_seed(int(rng.integers(2**62)))
+        dims = [INPUT_DIM] + [WIDTH] * DEPTH
+        self._layers = nn.ModuleList(_linear(a, b, self._gen) for a, b in pairwise(dims))
+        self._head = _linear(WIDTH, NUM_CLASSES, self._gen)
+        self._optimizer = torch.optim.Adam(self._parameters(), lr=LEARNING_RATE, foreach=True)
+
+    def reset(self, rng: np.random.Generator, max_epochs: int) -> None:
+        """Fresh host weights and no seeds; the dataset stays the same."""
+        self._build(rng)
+        self._seeds = [None] * self._num_slots
+        self._seed_optimizers = [None] * self._num_slots
+
+    def germinate(self, slot: int, blueprint: int) -> None:
+        """A freshly initialised seed module with its own Adam optimiser."""
+        module = make_seed_module(blueprint, self._gen)
+        self._seeds[slot] = module
+        self._seed_optimizers[slot] = torch.optim.Adam(
+            module.parameters(), lr=LEARNING_RATE, foreach=True
+        )
+
+    def remove(self, slot: int) -> None:
+        """Drop the pruned module."""
+        self._seeds[slot] = None
+        self._seed_optimizers[slot] = None
+
+    def seed_params(self, slot: int) -> int:
+        """Parameters of the module in ``slot``."""
+        module = self._seeds[slot]
+        return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+    def _forward(
+        self, x: torch.Tensor, seeds: Sequence[Seed | None], off: Sequence[bool]
+    ) -> torch.Tensor:
+        """Host forward with each live seed in its stage's mode; ``off[k]`` skips slot k."""
+        h = x
+        for depth, layer in enumerate(self._layers):
+            h = torch.relu(layer(h))
+            for slot in range(depth, self._num_slots, DEPTH):
+                seed, module = seeds[slot], self._seeds[slot]
+                if seed is None or module is None or off[slot]:
+                    continue
+                if seed.stage == SeedStage.TRAINING:
+                    out = module(h.detach())
+                    h = h + (out - out.detach())  # straight-through: value unchanged
+                elif seed.stage in TRAINED_STAGES:
+                    h = torch.lerp(h, module(h), seed.alpha)  # co-adaptation, no detach
+        return self._head(h)
+
+    def train_epoch(self, seeds: Sequence[Seed | None]) -> list[float | None]:
+        """Adam steps on host and trained seeds; returns each trained seed's health."""
+        assert self._optimizer is not None
+        trained = [
+            seed is not None and seed.stage in TRAINED_STAGES and self._seeds[i] is not None
+            for i, seed in enumerate(seeds)
+        ]
+        on = [False] * self._num_slots
+        grad_sq = [0.0] * self._num_slots
+        for _ in range(STEPS_PER_EPOCH):
+            idx = torch.randint(0, TRAIN_SIZE, (BATCH_SIZE,), generator=self._gen)
+            logits = self._forward(self._x_train[idx], seeds, on)
+            loss = F.cross_entropy(logits, self._y_train[idx])
+            optimizers = [self._optimizer] + [
+                opt for opt, t in zip(self._seed_optimizers, trained, strict=True) if t and opt
+            ]
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for slot, module in enumerate(self._seeds):
+                if trained[slot] and module is not None:
+                    grads = [p.grad for p in module.parameters() if p.grad is not None]
+                    grad_sq[slot] += sum(float(g.pow(2).sum()) for g in grads)
+            for opt in optimizers:
+                opt.step()
+        health: list[float | None] = [None] * self._num_slots
+        for slot in range(self._num_slots):
+            if trained[slot]:
+                norm = math.sqrt(grad_sq[slot] / STEPS_PER_EPOCH)
+                excess = math.log10(max(norm / HEALTHY_GRAD_NORM, 1.0))
+                health[slot] = min(max(1.0 - excess / 2.0, 0.0), 1.0)
+        return health
+
+    @torch.no_grad()
+    def _accuracy_and_loss(
+        self, seeds: Sequence[Seed | None], off: Sequence[bool]
+    ) -> tuple[float, float]:
+        logits = self._forward(self._x_val, seeds, off)
+        accuracy = float((logits.argmax(dim=1) == self._y_val).float().mean()) * 100.0
+        return accuracy, float(F.cross_entropy(logits, self._y_val))
+
+    def evaluate(self, seeds: Sequence[Seed | None]) -> Evaluation:
+        """Validation accuracy as is, with each blended slot off, and with all seeds off."""
+        on = [False] * self._num_slots
+        accuracy, loss = self._accuracy_and_loss(seeds, on)
+        slot_off: list[float | None] = [None] * self._num_slots
+        for slot, seed in enumerate(seeds):
+            if seed is not None and seed.alpha > 0.0:
+                off = [i == slot for i in range(self._num_slots)]
+                slot_off[slot] = self._accuracy_and_loss(seeds, off)[0]
+        all_off, _ = self._accuracy_and_loss(seeds, [True] * self._num_slots)
+        return Evaluation(accuracy, loss, all_off, slot_off)

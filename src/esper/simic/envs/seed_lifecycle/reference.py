@@ -1,0 +1,74 @@
+"""Reference returns of the reference policies and the normalised score built on them.
+
+Mean undiscounted episode return over seeds 0..999 with the default env (K=3, T=40,
+surrogate host), as printed by ``python scripts/bench_seed_lifecycle.py
+--reference-table [--reward sparse]``. Recompute them whenever the env's dynamics or
+reward change; ``tests/test_seed_lifecycle_policies.py`` checks a sample against them.
+"""
+
+from typing import Final
+
+# REFERENCE_RETURNS_BY_REWARD[reward][difficulty][policy]
+REFERENCE_RETURNS_BY_REWARD: Final[dict[str, dict[str, dict[str, float]]]] = {
+    "shaped": {
+        "easy": {
+            "random": 1.312,
+            "wait": 2.398,
+            "fixed_schedule": 24.765,
+            "heuristic": 17.438,
+            "oracle": 26.825,
+        },
+        "medium": {
+            "random": 0.588,
+            "wait": 2.399,
+            "fixed_schedule": 15.385,
+            "heuristic": 9.923,
+            "oracle": 19.744,
+        },
+        "hard": {
+            "random": 0.087,
+            "wait": 2.399,
+            "fixed_schedule": 8.024,
+            "heuristic": 4.145,
+            "oracle": 14.806,
+        },
+    },
+    "sparse": {
+        "easy": {
+            "random": 0.48386,
+            "wait": 0.47966,
+            "fixed_schedule": 0.59702,
+            "heuristic": 0.62057,
+            "oracle": 0.74858,
+        },
+        "medium": {
+            "random": 0.48256,
+            "wait": 0.47973,
+            "fixed_schedule": 0.56045,
+            "heuristic": 0.58151,
+            "oracle": 0.68719,
+        },
+        "hard": {
+            "random": 0.48116,
+            "wait": 0.4798,
+            "fixed_schedule": 0.53297,
+            "heuristic": 0.55179,
+            "oracle": 0.63826,
+        },
+    },
+}
+# The default (SHAPED) reward's table: REFERENCE_RETURNS[difficulty][policy].
+REFERENCE_RETURNS: Final = REFERENCE_RETURNS_BY_REWARD["shaped"]
+
+
+def normalized_score(episode_return: float, difficulty: str, reward: str = "shaped") -> float:
+    """(R - R_random) / (R_heuristic - R_random): 0 is random, 1 is Esper's heuristic."""
+    if reward not in REFERENCE_RETURNS_BY_REWARD:
+        raise ValueError(
+            f"reward must be one of {list(REFERENCE_RETURNS_BY_REWARD)}, got {reward!r}"
+        )
+    table = REFERENCE_RETURNS_BY_REWARD[reward]
+    if difficulty not in table:
+        raise ValueError(f"difficulty must be one of {list(table)}, got {difficulty!r}")
+    random, heuristic = table[difficulty]["random"], table[difficulty]["heuristic"]
+    return (episode_return - random) / (heuristic - random)

@@ -1,0 +1,280 @@
+"""Esper's SHAPED contribution reward and its SPARSE alternative, term by term.
+
+As in Esper, the reward of a step is computed from the epoch's measurements *before* the
+action runs, and it concerns the action's target slot (the first slot for WAIT)
+(``simic/training/action_execution.py`` L812-952). Constants and formulas are those of
+``simic/rewards/contribution.py`` (``compute_contribution_reward`` L377-876, helpers
+L1194-1410, config L115-330). Accuracies are in percentage points.
+
+What is left out, and why: the synergy bonus and scaffold hindsight credit need pairwise
+interaction counterfactuals this task does not measure; the governor rollback penalty
+needs a governor, and the surrogate never diverges; the proxy attribution path (L546-589)
+and the germinate-on-occupied-slot, prune-too-young and early-prune penalties are
+unreachable here (a BLENDING seed always has a counterfactual, the masks forbid the rest).
+"""
+
+import math
+from typing import Final
+
+from esper.simic.envs.seed_lifecycle.constants import (
+    GERMINATION_DISCOUNT_FLOOR,
+    GERMINATION_WARMUP_EPOCHS,
+    MIN_FOSSILIZE_CONTRIBUTION,
+    MIN_HOLDING_EPOCHS,
+    Op,
+    SeedStage,
+)
+from esper.simic.envs.seed_lifecycle.lifecycle import STAGE_POTENTIALS, Seed, stage_potential
+
+# PBRS discount; must equal PPO's gamma for policy invariance (leyline/__init__.py L67).
+GAMMA: Final = 0.995
+PBRS_WEIGHT: Final = 0.3  # contribution.py L153
+# Anti-gaming (L212-214): regressions discount attribution by sigmoid(3 * cf).
+ATTRIBUTION_SIGMOID_STEEPNESS: Final = 3.0
+IMPROVEMENT_SAFE_THRESHOLD: Final = 0.1
+HACKING_RATIO_THRESHOLD: Final = 5.0
+# Rent (L160-169) and alpha shock (L172-176).
+RENT_WEIGHT: Final = 0.5
+MAX_RENT: Final = 1.5
+RENT_HOST_PARAMS_FLOOR: Final = 200
+BASE_SLOT_RENT_RATIO: Final = 0.0039
+ALPHA_SHOCK_COEF: Final = 0.1958
+ALPHA_SHOCK_CAP: Final = 1.0
+# Capacity economics (L288-290).
+SEED_OCCUPANCY_COST: Final = 0.01
+FREE_SLOTS: Final = 1
+FOSSILIZED_MAINTENANCE_COST: Final = 0.002
+# Per-op costs and shaping (L179-202, L270).
+GERMINATE_COST: Final = -0.15
+FOSSILIZE_COST: Final = -0.01
+PRUNE_COST: Final = -0.005
+SET_ALPHA_TARGET_COST: Final = -0.005
+ADVANCE_FROM_TRAINING_PENALTY: Final = -0.1
+FOSSILIZE_BASE_BONUS: Final = 0.5
+FOSSILIZE_CONTRIBUTION_SCALE: Final = 0.1
+FOSSILIZE_NONCONTRIBUTING_PENALTY: Final = -0.2
+FOSSILIZE_TERMINAL_SCALE: Final = 3.0  # leyline/__init__.py L403
+FOSSILIZE_QUALITY_CEILING: Final = 3.0
+PRUNE_HURTING_BONUS: Final = 0.15
+PRUNE_ACCEPTABLE_BONUS: Final = 0.1
+PRUNE_GOOD_SEED_PENALTY: Final = -0.3
+PRUNE_HURTING_THRESHOLD: Final = -0.5
+TERMINAL_ACC_WEIGHT: Final = 0.05  # L217
+# SPARSE (compute_sparse_reward, L879-898): accuracy / 100 - 0.1 * fossilized / 500K.
+SPARSE_PARAM_BUDGET: Final = 500_000
+SPARSE_PARAM_PENALTY_WEIGHT: Final = 0.1
+
+SHAPED_COMPONENTS: Final = (
+    "attribution",
+    "ratio_penalty",
+    "blending_warning",
+    "holding_warning",
+    "pbrs",
+    "rent",
+    "alpha_shock",
+    "occupancy_rent",
+    "fossilized_rent",
+    "action_shaping",
+    "germination_clawback",
+    "terminal_bonus",
+)
+SPARSE_COMPONENTS: Final = ("accuracy", "param_cost")
+
+
+def timing_discount(germination_epoch: int) -> float:
+    """Early germinations earn less: 0.4 at epoch 0 rising to 1 at the warm-up (L1335-1362)."""
+    if germination_epoch >= GERMINATION_WARMUP_EPOCHS:
+        return 1.0
+    progress = germination_epoch / GERMINATION_WARMUP_EPOCHS
+    return GERMINATION_DISCOUNT_FLOOR + (1.0 - GERMINATION_DISCOUNT_FLOOR) * progress
+
+
+def attribution(
+    op: Op, seed: Seed, contribution: float, cf: float, val_acc: float, epoch: int
+) -> tuple[float, float]:
+    """(bounded attribution, ratio penalty) of a live, non-fossilized seed (L438-639).
+
+    c = contribution, p = progress since germination, cf = accuracy minus all-seeds-off.
+    A negative c is paid as is; otherwise the harmonic mean 2pc/(p+c) when c >= p > 0, c
+    when c < p, 0 when p <= 0; discounted by sigmoid(3 cf) if cf < 0 and by the timing
+    discount. FOSSILIZE with cf < 0 earns none; PRUNE flips the sign.
+    """
+    discount = 1.0
+    if cf < 0:
+        discount = 1.0 / (1.0 + math.exp(min(-ATTRIBUTION_SIGMOID_STEEPNESS * cf, 700.0)))
+    ratio_penalty = 0.0
+    if contribution > 1.0 and discount >= 0.5:
+        if cf > IMPROVEMENT_SAFE_THRESHOLD:
+            ratio = contribution / cf
+            if ratio > HACKING_RATIO_THRESHOLD:
+                excess = (ratio - HACKING_RATIO_THRESHOLD) / HACKING_RATIO_THRESHOLD
+                ratio_penalty = -min(-PRUNE_GOOD_SEED_PENALTY, 0.1 * excess)
+        else:
+            ratio_penalty = PRUNE_GOOD_SEED_PENALTY * min(1.0, contribution / 10.0)
+    if contribution < 0:
+        value = contribution
+    else:
+        progress = val_acc - seed.acc_at_germination
+        if progress <= 0:
+            value = 0.0
+        elif contribution >= progress:
+            value = 2 * progress * contribution / max(progress + contribution, 1e-8)
+        else:
+            value = contribution
+        value *= discount * timing_discount(epoch - seed.epochs_total)
+    if op == Op.FOSSILIZE and cf < 0:
+        value = 0.0
+    if op == Op.PRUNE:
+        value = -value
+    return value, ratio_penalty
+
+
+def fossilize_shaping(seed: Seed, contribution: float, cf: float) -> float:
+    """FOSSILIZE of a HOLDING seed: bonus if it helps, escalating penalty if it hurts.
+
+    ``_contribution_fossilize_shaping`` (L1252-1293) + FOSSILIZE cost + the immediate
+    fossilize bonus 3 tanh(1/3) (L794-834); both bonuses scale with min(1, epochs/2).
+    """
+    shaping = FOSSILIZE_COST
+    if cf < 0:
+        ransomware = contribution > 0.1 and cf < -0.2
+        return shaping - 0.5 - min(abs(cf) * 0.2, 1.0) - (0.3 if ransomware else 0.0)
+    legitimacy = min(1.0, seed.epochs_in_stage / MIN_HOLDING_EPOCHS)
+    if contribution < MIN_FOSSILIZE_CONTRIBUTION:
+        return shaping + FOSSILIZE_NONCONTRIBUTING_PENALTY
+    bonus = FOSSILIZE_BASE_BONUS + FOSSILIZE_CONTRIBUTION_SCALE * contribution
+    immediate = FOSSILIZE_TERMINAL_SCALE * math.tanh(1.0 / FOSSILIZE_QUALITY_CEILING)
+    return shaping + (bonus + immediate) * legitimacy
+
+
+def prune_shaping(seed: Seed, contribution: float | None) -> float:
+    """PRUNE forfeits the seed's potential, and is paid by what the seed was doing.
+
+    -0.3 Phi (L835-843), then +0.15 if c < -0.5, +0.1 if c < 0, else -0.3 - 0.05 c floored
+    at -0.9 (``_contribution_prune_shaping`` L1298-1333), plus the prune cost.
+    """
+    shaping = -PBRS_WEIGHT * stage_potential(seed.stage, seed.epochs_in_stage) + PRUNE_COST
+    if contribution is None:
+        return shaping
+    if contribution < PRUNE_HURTING_THRESHOLD:
+        return shaping + PRUNE_HURTING_BONUS
+    if contribution < 0:
+        return shaping + PRUNE_ACCEPTABLE_BONUS
+    return shaping + max(
+        PRUNE_GOOD_SEED_PENALTY - 0.05 * contribution, 3.0 * PRUNE_GOOD_SEED_PENALTY
+    )
+
+
+def germinate_shaping(epoch: int, max_epochs: int) -> float:
+    """GERMINATE: the PBRS step 0 -> gamma Phi(GERMINATED), timing-discounted, minus 0.15.
+
+    No bonus on the last epoch, where the seed could never be scored (L771-792).
+    """
+    bonus = 0.0
+    if epoch < max_epochs:
+        phi = GAMMA * STAGE_POTENTIALS[SeedStage.GERMINATED]
+        bonus = PBRS_WEIGHT * phi * timing_discount(epoch)
+    return bonus + GERMINATE_COST
+
+
+def action_shaping(
+    op: Op, seed: Seed | None, contribution: float | None, cf: float, epoch: int, max_epochs: int
+) -> float:
+    """Per-op shaping (L768-856); ``seed`` is the target slot's live seed, if any."""
+    if op == Op.GERMINATE:
+        return germinate_shaping(epoch, max_epochs)
+    if seed is None:
+        return 0.0
+    if op == Op.FOSSILIZE:
+        if contribution is None:
+            raise RuntimeError("a HOLDING seed always has a counterfactual")
+        return fossilize_shaping(seed, contribution, cf)
+    if op == Op.PRUNE:
+        return prune_shaping(seed, contribution)
+    if op == Op.ADVANCE:
+        return ADVANCE_FROM_TRAINING_PENALTY if seed.stage == SeedStage.TRAINING else 0.0
+    return SET_ALPHA_TARGET_COST if op == Op.SET_ALPHA_TARGET else 0.0
+
+
+def rent(effective_params: float, host_params: int) -> float:
+    """-min(0.5 ln(1 + P / max(host, 200)), 1.5) (L707-727)."""
+    if effective_params <= 0:
+        return 0.0
+    growth = effective_params / max(host_params, RENT_HOST_PARAMS_FLOOR)
+    return -min(RENT_WEIGHT * math.log1p(growth), MAX_RENT)
+
+
+def shaped_reward(
+    op: Op,
+    seed: Seed | None,
+    contribution: float | None,
+    cf: float,
+    val_acc: float,
+    epoch: int,
+    max_epochs: int,
+    effective_params: float,
+    alpha_shock_sum: float,
+    host_params: int,
+    num_occupied: int,
+    num_fossilized: int,
+    clawback: float,
+) -> dict[str, float]:
+    """Every term of Esper's SHAPED reward for one step; the reward is their sum.
+
+    ``seed`` is the target slot's live seed (None if empty or cooling down), and
+    ``contribution`` its counterfactual (None before its alpha leaves 0). ``clawback``
+    is the terminal germination refund computed by :func:`germination_clawback`.
+    """
+    attributed = ratio_penalty = blending_warning = holding_warning = pbrs = 0.0
+    if seed is not None:
+        if contribution is not None and seed.stage != SeedStage.FOSSILIZED:
+            attributed, ratio_penalty = attribution(op, seed, contribution, cf, val_acc, epoch)
+        if seed.stage == SeedStage.BLENDING and cf < 0:  # L655-666
+            blending_warning = -0.1 - min(seed.epochs_in_stage * 0.05, 0.3)
+        holding_stalls = op not in (Op.FOSSILIZE, Op.PRUNE) and attributed > 0
+        if seed.stage == SeedStage.HOLDING and holding_stalls and seed.epochs_in_stage >= 2:
+            holding_warning = -min(0.1 + max(0, seed.epochs_in_stage - 2) * 0.05, 0.3)  # L677
+        # PBRS on the seed's potential now vs at the previous epoch (L1194-1224); see docs.
+        pbrs = PBRS_WEIGHT * (GAMMA * seed.phi_last - seed.phi_prev)
+    return {
+        "attribution": attributed,
+        "ratio_penalty": ratio_penalty,
+        "blending_warning": blending_warning,
+        "holding_warning": holding_warning,
+        "pbrs": pbrs,
+        "rent": rent(effective_params, host_params),
+        "alpha_shock": max(-ALPHA_SHOCK_COEF * alpha_shock_sum, -ALPHA_SHOCK_CAP),
+        "occupancy_rent": -SEED_OCCUPANCY_COST * max(0, num_occupied - FREE_SLOTS),
+        "fossilized_rent": -FOSSILIZED_MAINTENANCE_COST * num_fossilized,
+        "action_shaping": action_shaping(op, seed, contribution, cf, epoch, max_epochs),
+        "germination_clawback": clawback,
+        "terminal_bonus": TERMINAL_ACC_WEIGHT * val_acc if epoch == max_epochs else 0.0,
+    }
+
+
+def germination_clawback(seeds: list[Seed | None]) -> float:
+    """At the last epoch, seeds still GERMINATED or TRAINING refund their germination bonus.
+
+    Discount-corrected so it cancels the bonus in discounted return
+    (``simic/training/action_execution.py`` L1011-1053).
+    """
+    bonus = PBRS_WEIGHT * GAMMA * STAGE_POTENTIALS[SeedStage.GERMINATED]
+    return -sum(
+        bonus / GAMMA**seed.epochs_total
+        for seed in seeds
+        if seed is not None and seed.stage in (SeedStage.GERMINATED, SeedStage.TRAINING)
+    )
+
+
+def sparse_reward(
+    val_acc: float, fossilized_params: int, epoch: int, max_epochs: int
+) -> dict[str, float]:
+    """Esper's SPARSE reward: at the last epoch, accuracy / 100 minus fossilized-param cost.
+
+    Esper clamps the sum to [-1, 1]; it can leave that range only past 67 fossilized
+    conv_heavy seeds, so the clamp is omitted.
+    """
+    if epoch != max_epochs:
+        return {"accuracy": 0.0, "param_cost": 0.0}
+    cost = SPARSE_PARAM_PENALTY_WEIGHT * fossilized_params / SPARSE_PARAM_BUDGET
+    return {"accuracy": val_acc / 100.0, "param_cost": -cost}

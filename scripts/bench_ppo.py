@@ -9,7 +9,13 @@ from pathlib import Path
 
 import torch
 
-from esper.simic.bench.ppo_throughput import format_table, run_benchmark, summarize, write_results
+from esper.simic.bench.ppo_throughput import (
+    VARIANTS,
+    format_table,
+    run_benchmark,
+    summarize,
+    write_results,
+)
 
 
 def main() -> None:
@@ -25,7 +31,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=["sb3", "esper-eager", "esper-compiled"],
-        choices=["sb3", "esper-eager", "esper-compiled"],
+        choices=VARIANTS,
     )
     parser.add_argument("--out", type=Path, help="write measurements and summary as JSON")
     args = parser.parse_args()

@@ -61,14 +61,24 @@ def check_bounds(settings: Any, prefix: str = "") -> None:
 
 def check_cross_field(settings: SimicConfig) -> None:
     """Constraints that relate several keys."""
-    batch = settings.agent.num_steps * settings.env.num_envs
-    if batch % settings.agent.minibatch_size != 0:
+    agent = settings.agent
+    batch = agent.num_steps * settings.env.num_envs
+    if agent.rnn is None and batch % agent.minibatch_size != 0:
         raise ConfigError(
-            f"agent.minibatch_size={settings.agent.minibatch_size} must divide the rollout batch "
+            f"agent.minibatch_size={agent.minibatch_size} must divide the rollout batch "
             f"agent.num_steps * env.num_envs = {batch}"
         )
-    if settings.agent.rnn is not None and settings.agent.name == "ppo":
-        raise ConfigError("agent.rnn is set but agent.name=ppo: use agent=recurrent_ppo")
+    if (agent.rnn is None) != (agent.name == "ppo"):
+        raise ConfigError(
+            f"agent.name={agent.name} with agent.rnn {'unset' if agent.rnn is None else 'set'}: "
+            "choose agent=ppo or agent=recurrent_ppo"
+        )
+    if agent.rnn is not None and agent.compile:
+        raise ConfigError("agent.compile=true applies to feed-forward PPO only: set it false")
+    if agent.burn_in > agent.seq_len:
+        raise ConfigError(
+            f"agent.burn_in={agent.burn_in} must not exceed agent.seq_len={agent.seq_len}"
+        )
     device = settings.trainer.device
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")

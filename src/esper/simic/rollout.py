@@ -1,28 +1,75 @@
 """Rollout collection into preallocated tensors, and deterministic evaluation.
 
 Storage is shaped ``[T, N, ...]`` (time, env) and allocated once per run, so a
-rollout writes into slots instead of growing Python lists of tensors.
+rollout writes into slots instead of growing Python lists of tensors. Feed-forward
+and recurrent policies share this code: a recurrent policy also carries its hidden
+state across steps and rollouts, resets it where episodes start, and the storage
+keeps the state before every step so that training can replay any chunk.
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
+from torch.distributions import Distribution
 
 from esper.simic.agents.advantages import bootstrap_truncated, compute_gae
 from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.ppo import RolloutBatch
+from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
 from esper.simic.envs.normalization import Normalizer
 
 ACTION_MASK_KEY = "action_mask"
 """Where an env with invalid actions puts its boolean mask in ``info``."""
 
+Policy = ActorCritic | RecurrentActorCritic
+
 
 def _info_mask(info: dict, device: torch.device) -> torch.Tensor | None:
     mask = info.get(ACTION_MASK_KEY)
     return None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
+
+
+def policy_step(
+    policy: Policy,
+    obs: torch.Tensor,
+    state: RecurrentState | None,
+    episode_start: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[Distribution, torch.Tensor, RecurrentState | None]:
+    """One acting step of either kind of policy; ``state`` is None for feed-forward ones."""
+    if isinstance(policy, RecurrentActorCritic):
+        assert state is not None
+        return policy.step(obs, state, episode_start, mask)
+    dist, value = policy(obs, mask)
+    return dist, value, None
+
+
+def policy_value(
+    policy: Policy, obs: torch.Tensor, state: RecurrentState | None, episode_start: torch.Tensor
+) -> torch.Tensor:
+    if isinstance(policy, RecurrentActorCritic):
+        assert state is not None
+        return policy.value(obs, state, episode_start)
+    return policy.value(obs)
+
+
+class Rollout(NamedTuple):
+    """One rollout with its advantages; step tensors are ``[T, N, ...]``."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    dones: torch.Tensor
+    action_masks: torch.Tensor | None
+    states_h: torch.Tensor | None  # [T, N, K, H], the recurrent state before each step
+    states_c: torch.Tensor | None  # [T, N, K, H], LSTM cell state
+    first_starts: torch.Tensor  # [N], an episode begins at step 0
 
 
 @dataclass
@@ -36,10 +83,17 @@ class RolloutStorage:
     rewards: torch.Tensor  # [T, N], truncated episodes already bootstrapped
     dones: torch.Tensor  # [T, N], the episode ended with this step's transition
     action_masks: torch.Tensor | None  # [T, N, num_actions]
+    states_h: torch.Tensor | None  # [T, N, K, H]
+    states_c: torch.Tensor | None  # [T, N, K, H]
 
     @classmethod
     def allocate(
-        cls, num_steps: int, envs: VectorEnv, mask_dim: int | None, device: torch.device
+        cls,
+        num_steps: int,
+        envs: VectorEnv,
+        mask_dim: int | None,
+        state: RecurrentState | None,
+        device: torch.device,
     ) -> "RolloutStorage":
         obs_shape = envs.single_observation_space.shape
         action_space = envs.single_action_space
@@ -51,6 +105,9 @@ class RolloutStorage:
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(*lead, *shape, dtype=dtype, device=device)
 
+        def state_slots(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else zeros(tensor.shape[0], tensor.shape[2])
+
         return cls(
             obs=zeros(*obs_shape),
             actions=zeros(*action_space.shape, dtype=action_dtype),
@@ -59,6 +116,8 @@ class RolloutStorage:
             rewards=zeros(),
             dones=zeros(dtype=torch.bool),
             action_masks=None if mask_dim is None else zeros(mask_dim, dtype=torch.bool),
+            states_h=None if state is None else state_slots(state.h),
+            states_c=None if state is None else state_slots(state.c),
         )
 
 
@@ -84,7 +143,7 @@ class RolloutRunner:
     def __init__(
         self,
         envs: VectorEnv,
-        policy: ActorCritic,
+        policy: Policy,
         num_steps: int,
         gamma: float,
         gae_lambda: float,
@@ -100,26 +159,47 @@ class RolloutRunner:
         self.device = device
         self.restart(seed)
         mask_dim = None if self.next_mask is None else self.next_mask.shape[-1]
-        self.storage = RolloutStorage.allocate(num_steps, envs, mask_dim, device)
+        self.storage = RolloutStorage.allocate(num_steps, envs, mask_dim, self.state, device)
 
     def restart(self, seed: int) -> None:
-        """Begin fresh episodes (after a resume: env state is not checkpointed)."""
+        """Begin fresh episodes (at the start, and after a resume: env state is not saved)."""
         obs, info = self.envs.reset(seed=seed)
         self.next_obs = self._tensor(self.normalizer(obs, update=True))
         self.next_mask = _info_mask(info, self.device)
+        self.episode_start = torch.ones(self.envs.num_envs, dtype=torch.bool, device=self.device)
+        self.state = (
+            self.policy.initial_state(self.envs.num_envs)
+            if isinstance(self.policy, RecurrentActorCritic)
+            else None
+        )
 
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
 
+    def collect(self) -> tuple[Rollout, EpisodeStats]:
+        """Run one rollout and return it with its advantages, plus the finished episodes.
+
+        The copies are made outside inference mode, so the update can differentiate
+        through them.
+        """
+        first_starts = self.episode_start.clone()
+        advantages, returns, episodes = self._run()
+        return self._rollout(advantages, returns, first_starts), episodes
+
     @torch.inference_mode()
-    def collect(self) -> tuple[RolloutBatch, EpisodeStats]:
-        """Run one rollout and return it flattened, with advantages, plus finished episodes."""
+    def _run(self) -> tuple[torch.Tensor, torch.Tensor, EpisodeStats]:
         storage, episodes = self.storage, EpisodeStats()
         for t in range(storage.obs.shape[0]):
             storage.obs[t] = self.next_obs
             if storage.action_masks is not None:
                 storage.action_masks[t] = self.next_mask
-            dist, value = self.policy(self.next_obs, self.next_mask)
+            if self.state is not None and storage.states_h is not None:
+                storage.states_h[t] = self.state.h.transpose(0, 1)
+                if storage.states_c is not None and self.state.c is not None:
+                    storage.states_c[t] = self.state.c.transpose(0, 1)
+            dist, value, self.state = policy_step(
+                self.policy, self.next_obs, self.state, self.episode_start, self.next_mask
+            )
             action = dist.sample()
             storage.actions[t] = action
             storage.logp[t] = dist.log_prob(action)
@@ -128,55 +208,68 @@ class RolloutRunner:
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
             if truncated.any():
                 reward_t = self._bootstrap(reward_t, terminated, truncated, info)
+            done = torch.as_tensor(terminated | truncated, device=self.device)
             storage.rewards[t] = reward_t
-            storage.dones[t] = torch.as_tensor(terminated | truncated, device=self.device)
+            storage.dones[t] = done
+            self.episode_start = done
             self.next_obs = self._tensor(self.normalizer(obs, update=True))
             self.next_mask = _info_mask(info, self.device)
             episodes.record(info)
-        next_value = self.policy.value(self.next_obs)
+        next_value = policy_value(self.policy, self.next_obs, self.state, self.episode_start)
         advantages, returns = compute_gae(
             storage.rewards, storage.values, storage.dones, next_value, self.gamma, self.gae_lambda
         )
-        return self._flatten(advantages, returns), episodes
+        return advantages, returns, episodes
 
     def _bootstrap(
         self, reward: torch.Tensor, terminated: np.ndarray, truncated: np.ndarray, info: dict
     ) -> torch.Tensor:
-        """Add ``gamma * V(final obs)`` to the rewards of episodes cut by a time limit."""
+        """Add ``gamma * V(final obs)`` to the rewards of episodes cut by a time limit.
+
+        A recurrent policy values the final observation from the state its last step
+        returned, continuing the episode's memory.
+        """
         cut = truncated & ~terminated
         if not cut.any():
             return reward
-        final_obs = self.normalizer(np.stack(info["final_obs"][cut]), update=False)
+        final_obs = self._tensor(self.normalizer(np.stack(info["final_obs"][cut]), update=False))
+        cut_t = torch.as_tensor(cut, device=self.device)
+        state = None
+        if self.state is not None:
+            c = None if self.state.c is None else self.state.c[:, cut_t]
+            state = RecurrentState(self.state.h[:, cut_t], c)
+        no_reset = torch.zeros(int(cut.sum()), dtype=torch.bool, device=self.device)
         final_values = torch.zeros_like(reward)
-        final_values[torch.as_tensor(cut, device=self.device)] = self.policy.value(
-            self._tensor(final_obs)
-        )
-        return bootstrap_truncated(
-            reward, torch.as_tensor(cut, device=self.device), final_values, self.gamma
-        )
+        final_values[cut_t] = policy_value(self.policy, final_obs, state, no_reset)
+        return bootstrap_truncated(reward, cut_t, final_values, self.gamma)
 
-    def _flatten(self, advantages: torch.Tensor, returns: torch.Tensor) -> RolloutBatch:
+    def _rollout(
+        self, advantages: torch.Tensor, returns: torch.Tensor, first_starts: torch.Tensor
+    ) -> Rollout:
         s = self.storage
 
-        def flat(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(-1, *t.shape[2:])
+        def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.clone()
 
-        # Clones leave inference mode: the update differentiates through these tensors.
-        return RolloutBatch(
-            obs=flat(s.obs).clone(),
-            actions=flat(s.actions).clone(),
-            logp=flat(s.logp).clone(),
-            values=flat(s.values).clone(),
-            advantages=flat(advantages).clone(),
-            returns=flat(returns).clone(),
-            action_masks=None if s.action_masks is None else flat(s.action_masks).clone(),
+        return Rollout(
+            obs=s.obs.clone(),
+            actions=s.actions.clone(),
+            logp=s.logp.clone(),
+            values=s.values.clone(),
+            advantages=advantages.clone(),
+            returns=returns.clone(),
+            dones=s.dones.clone(),
+            action_masks=copy(s.action_masks),
+            states_h=copy(s.states_h),
+            states_c=copy(s.states_c),
+            first_starts=first_starts,
         )
 
 
 @torch.inference_mode()
 def evaluate(
     envs: VectorEnv,
-    policy: ActorCritic,
+    policy: Policy,
     normalizer: Normalizer,
     deterministic: bool,
     device: torch.device,
@@ -188,14 +281,19 @@ def evaluate(
     that comes from taking the first K episodes to finish across envs.
     """
     obs, info = envs.reset(seed=seed)
-    returns = np.zeros(envs.num_envs)
-    finished = np.zeros(envs.num_envs, dtype=bool)
+    num_envs = envs.num_envs
+    state = policy.initial_state(num_envs) if isinstance(policy, RecurrentActorCritic) else None
+    episode_start = torch.ones(num_envs, dtype=torch.bool, device=device)
+    returns = np.zeros(num_envs)
+    finished = np.zeros(num_envs, dtype=bool)
     while not finished.all():
         obs_t = torch.as_tensor(normalizer(obs, update=False), dtype=torch.float32, device=device)
-        dist, _ = policy(obs_t, _info_mask(info, device))
+        dist, _, state = policy_step(policy, obs_t, state, episode_start, _info_mask(info, device))
         action = dist.mode if deterministic else dist.sample()
         obs, _, terminated, truncated, info = envs.step(action.cpu().numpy())
-        ended = (terminated | truncated) & ~finished
+        done = terminated | truncated
+        episode_start = torch.as_tensor(done, device=device)
+        ended = done & ~finished
         if ended.any():
             returns[ended] = info["episode"]["r"][ended]
             finished |= ended

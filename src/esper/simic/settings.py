@@ -109,6 +109,8 @@ class RNNConfig:
     num_layers: int = bounded(1, gt=0)
     shared_core: bool = True
     """One recurrent core for actor and critic; ``False`` gives each its own."""
+    learned_initial_state: bool = False
+    """Train the state episodes start from instead of starting from zeros."""
 
 
 @dataclass
@@ -118,8 +120,9 @@ class AgentConfig:
     name: str = "ppo"
     num_steps: int = bounded(128, gt=0)
     """Rollout length per env between updates."""
-    minibatch_size: int = bounded(256, gt=0)
-    """Samples per gradient step; must divide ``num_steps * env.num_envs``."""
+    minibatch_size: int = bounded(256, gt=1)
+    """Samples per gradient step; must divide ``num_steps * env.num_envs`` (feed-forward).
+    Recurrent PPO groups whole chunks into minibatches of about this many steps."""
     update_epochs: int = bounded(10, gt=0)
     """Passes over each rollout."""
     learning_rate: float = bounded(3e-4, gt=0)
@@ -146,6 +149,10 @@ class AgentConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     rnn: RNNConfig | None = None
     """Recurrent core; set by ``agent=recurrent_ppo``."""
+    seq_len: int = bounded(16, gt=0)
+    """Recurrent PPO: longest chunk of an episode trained through (truncated BPTT)."""
+    burn_in: int = bounded(0, ge=0)
+    """Recurrent PPO: steps replayed without gradient to refresh a chunk's stored state."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
@@ -19,6 +20,8 @@ from gymnasium.wrappers import vector as vector_wrappers
 
 from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner, policy_parameters
+from esper.simic.agents.recurrent import RecurrentActorCritic
+from esper.simic.agents.recurrent_ppo import RecurrentPPOLearner
 from esper.simic.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
@@ -30,9 +33,9 @@ from esper.simic.envs.factory import find_wrapper, make_vector_env
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.gradients import build_collector
 from esper.simic.resume import check_resumable, load_latest_good, restart_seed, truncate_history
-from esper.simic.rollout import RolloutRunner, evaluate
+from esper.simic.rollout import Policy, RolloutRunner, evaluate
 from esper.simic.runinfo import git_commit, write_json_atomic
-from esper.simic.settings import SimicConfig
+from esper.simic.settings import AgentConfig, SimicConfig
 from esper.simic.tracking import HISTORY_FILE, Tracker, build_tracker
 
 SUMMARY_FILE = "summary.json"
@@ -77,6 +80,25 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def build_agent(
+    agent: AgentConfig,
+    obs_dim: int,
+    action_space: gym.Space,
+    settings: SimicConfig,
+    num_updates: int,
+) -> tuple[Policy, PPOLearner]:
+    """The policy and its learner: feed-forward PPO, or recurrent PPO when ``agent.rnn``."""
+    device = resolve_device(settings.trainer.device)
+    collector = build_collector(settings.collector)
+    if agent.rnn is None:
+        policy = ActorCritic(obs_dim, action_space, agent.network).to(device)
+        return policy, PPOLearner(policy, agent, collector, num_updates)
+    recurrent = RecurrentActorCritic(
+        obs_dim, action_space, agent.network, agent.rnn, agent.rnn.learned_initial_state
+    ).to(device)
+    return recurrent, RecurrentPPOLearner(recurrent, agent, collector, num_updates)
+
+
 def reward_normalizer_state(envs: VectorEnv) -> dict[str, Any]:
     """Running return statistics of reward normalisation, for checkpoints."""
     wrapper = find_wrapper(envs, vector_wrappers.NormalizeReward)
@@ -113,10 +135,9 @@ class Trainer:
             self.close()
             raise ValueError(f"{env_cfg.id}: expected a flat Box observation, got {obs_shape}")
         self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs)
-        self.policy = ActorCritic(obs_shape[0], self.envs.single_action_space, agent.network)
-        self.policy.to(self.device)
-        collector = build_collector(settings.collector)
-        self.learner = PPOLearner(self.policy, agent, collector, self.num_updates)
+        self.policy, self.learner = build_agent(
+            agent, obs_shape[0], self.envs.single_action_space, settings, self.num_updates
+        )
         self.runner = RolloutRunner(
             self.envs,
             self.policy,
@@ -162,9 +183,9 @@ class Trainer:
 
     def _train_one_update(self, loop_start: float) -> dict[str, float]:
         t0 = time.perf_counter()
-        batch, episodes = self.runner.collect()
+        rollout, episodes = self.runner.collect()
         t1 = time.perf_counter()
-        metrics = self.learner.update(batch, self.generator)
+        metrics = self.learner.learn(rollout, self.generator)
         t2 = time.perf_counter()
         self.global_step += self.batch_size
         self.recent_returns.extend(episodes.returns)

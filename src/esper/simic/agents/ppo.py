@@ -5,7 +5,8 @@ its end, together with the gradient statistics (one host sync per update).
 """
 
 import logging
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from esper.simic.agents.networks import ActorCritic
 from esper.simic.gradients import AsyncGradientStats, GradientCollector, NonFinitePolicy
 from esper.simic.settings import AgentConfig
 
+if TYPE_CHECKING:
+    from esper.simic.rollout import Rollout
+
 
 class RolloutBatch(NamedTuple):
     """One rollout flattened over time and envs; every tensor is ``[B, ...]``."""
@@ -36,6 +40,21 @@ class RolloutBatch(NamedTuple):
 
     def select(self, index: torch.Tensor) -> "RolloutBatch":
         return RolloutBatch(*(None if t is None else t[index] for t in self))
+
+    @classmethod
+    def from_rollout(cls, rollout: "Rollout") -> "RolloutBatch":
+        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.reshape(-1, *t.shape[2:])
+
+        return cls(
+            obs=flat(rollout.obs),
+            actions=flat(rollout.actions),
+            logp=flat(rollout.logp),
+            values=flat(rollout.values),
+            advantages=flat(rollout.advantages),
+            returns=flat(rollout.returns),
+            action_masks=flat(rollout.action_masks),
+        )
 
 
 log = logging.getLogger(__name__)
@@ -94,7 +113,22 @@ class PPOLearner:
             else None
         )
 
-    def _loss(
+    def _minibatch_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of one minibatch and its terms stacked as ``STEP_METRICS``."""
+        return self._objective(*self.policy(batch.obs, batch.action_masks), batch)
+
+    def _minibatches(
+        self, batch: RolloutBatch, generator: torch.Generator
+    ) -> Iterator[RolloutBatch]:
+        """One epoch's shuffled minibatches of ``minibatch_size`` samples."""
+        order = torch.randperm(batch.obs.shape[0], generator=generator).to(batch.obs.device)
+        for index in order.split(self.config.minibatch_size):
+            yield batch.select(index)
+
+    def _explained_variance(self, batch: RolloutBatch) -> torch.Tensor:
+        return explained_variance(batch.values, batch.returns)
+
+    def _objective(
         self, dist: Distribution, values: torch.Tensor, batch: RolloutBatch
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The PPO objective to minimise, and its terms stacked as ``STEP_METRICS``."""
@@ -118,12 +152,12 @@ class PPOLearner:
             dict(zip(self._names, params, strict=True)),
             (batch.obs, batch.action_masks),
         )
-        return self._loss(dist, values, batch)
+        return self._objective(dist, values, batch)
 
-    def _gradient_step(self, batch: RolloutBatch) -> tuple[torch.Tensor, AsyncGradientStats]:
+    def _gradient_step(self, batch: Any) -> tuple[torch.Tensor, AsyncGradientStats]:
         """Forward, loss, backward, gradient statistics with clipping, optimiser step."""
         if self._compiled_gradients is None:
-            loss, scalars = self._loss(*self.policy(batch.obs, batch.action_masks), batch)
+            loss, scalars = self._minibatch_loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         else:
@@ -161,25 +195,32 @@ class PPOLearner:
             ]
             self._nonfinite_params.append(~torch.isfinite(torch.stack(per_param)))
 
-    def update(self, batch: RolloutBatch, generator: torch.Generator) -> dict[str, float]:
+    def learn(self, rollout: "Rollout", generator: torch.Generator) -> dict[str, float]:
+        """Update the policy on one rollout and return the update's metrics."""
+        return self.update(RolloutBatch.from_rollout(rollout), generator)
+
+    def update(
+        self,
+        batch: Any,
+        generator: torch.Generator,
+        telemetry: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, float]:
         """Run the epochs over ``batch`` and return the update's metrics.
 
+        ``telemetry``: extra 0-dim tensors read back in the update's one host sync.
         With ``target_kl`` set, the mean approximate KL of each epoch is read back
         (one sync per epoch) to stop early, as in OpenAI's Spinning Up PPO.
         """
         config = self.config
-        batch_size = batch.obs.shape[0]
+        telemetry = telemetry or {}
         step_scalars: list[torch.Tensor] = []
         grad_stats: list[AsyncGradientStats] = []
         self._nonfinite_steps, self._nonfinite_params = [], []
         epochs_run = 0
         for _ in range(config.update_epochs):
-            order = torch.randperm(batch_size, generator=generator).to(batch.obs.device)
             epoch_start = len(step_scalars)
-            for start in range(0, batch_size, config.minibatch_size):
-                scalars, stats = self._gradient_step(
-                    batch.select(order[start : start + config.minibatch_size])
-                )
+            for minibatch in self._minibatches(batch, generator):
+                scalars, stats = self._gradient_step(minibatch)
                 step_scalars.append(scalars)
                 grad_stats.append(stats)
             epochs_run += 1
@@ -193,16 +234,20 @@ class PPOLearner:
         summary = torch.cat(
             [
                 means,
-                explained_variance(batch.values, batch.returns).reshape(1),
+                self._explained_variance(batch).reshape(1),
                 torch.stack(self._nonfinite_steps).sum().reshape(1).float(),
+                *(value.reshape(1).float() for value in telemetry.values()),
             ]
         )
-        *step_means, explained, nonfinite_steps = summary.tolist()  # the update's host sync
+        values = summary.tolist()  # the update's host sync
+        num_extra = len(telemetry)
+        *step_means, explained, nonfinite_steps = values[: len(values) - num_extra]
         metrics = {f"train/{name}": v for name, v in zip(STEP_METRICS, step_means, strict=True)}
         metrics["train/explained_variance"] = explained
         metrics["train/nonfinite_steps"] = nonfinite_steps
         metrics["train/learning_rate"] = float(learning_rate)
         metrics["train/epochs"] = float(epochs_run)
+        metrics.update(zip(telemetry, values[len(values) - num_extra :], strict=True))
         metrics.update(self.collector.materialize(grad_stats).as_metrics())
         if nonfinite_steps:
             self._report_nonfinite(int(nonfinite_steps), len(step_scalars))

@@ -1,8 +1,11 @@
-"""PPO training throughput on CartPole, side by side with Stable-Baselines3.
+"""PPO training throughput, side by side with Stable-Baselines3 (and sb3-contrib).
 
 Both train at rl-baselines3-zoo's CartPole settings (8 envs, n_steps 32, batch 256,
 20 epochs, lr 1e-3, gae_lambda 0.8, gamma 0.98, ent_coef 0) in the same process,
 alternating round by round so that load on a shared machine hits all of them alike.
+Feed-forward variants train CartPole-v1; recurrent ones the velocity-hidden CartPole
+(``esper/StatelessCartPole-v0``) against sb3-contrib's ``RecurrentPPO`` with a 64-unit
+LSTM per head, as in its zoo settings for CartPoleNoVel.
 Steady-state steps/s leave out the first updates (where compilation happens);
 end-to-end steps/s include everything but process start-up.
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from esper.simic.envs.registration import register_esper_envs
 from esper.simic.testing import run_training
 
 ZOO_CARTPOLE = {
@@ -28,6 +32,15 @@ ZOO_CARTPOLE = {
     "gamma": 0.98,
     "ent_coef": 0.0,
 }
+SB3_RECURRENT_POLICY = {
+    "lstm_hidden_size": 64,
+    "enable_critic_lstm": True,
+    "ortho_init": False,
+    "net_arch": {"pi": [64], "vf": [64]},
+}
+"""sb3-contrib's zoo policy for CartPoleNoVel (ReLU there; tanh here, as our preset)."""
+VARIANTS = ("sb3", "esper-eager", "esper-compiled", "sb3-recurrent", "esper-recurrent")
+BASELINE_OF = {"esper-eager": "sb3", "esper-compiled": "sb3", "esper-recurrent": "sb3-recurrent"}
 WARMUP_UPDATES = 3
 """Updates left out of steady-state figures (compilation, allocator warm-up)."""
 
@@ -42,14 +55,15 @@ class Measurement:
     final_return: float | None
 
 
-def measure_esper(compile_update: bool, steps: int, round_index: int) -> Measurement:
-    """Train ``+experiment=cartpole_ppo`` (the zoo settings) without eval or checkpoints."""
+def measure_esper(variant: str, steps: int, round_index: int) -> Measurement:
+    """Train the variant's preset (the zoo settings) without eval or checkpoints."""
+    experiment = "stateless_cartpole_rppo" if variant == "esper-recurrent" else "cartpole_ppo"
     with tempfile.TemporaryDirectory() as run_dir:
         result = run_training(
             [
-                "+experiment=cartpole_ppo",
+                f"+experiment={experiment}",
                 f"total_timesteps={steps}",
-                f"agent.compile={str(compile_update).lower()}",
+                f"agent.compile={str(variant == 'esper-compiled').lower()}",
                 "logger=none",
                 "trainer.progress=off",
                 "trainer.eval_interval=0",
@@ -63,7 +77,7 @@ def measure_esper(compile_update: bool, steps: int, round_index: int) -> Measure
     busy = sum(r["time/rollout_s"] + r["time/update_s"] for r in updates)
     batch = ZOO_CARTPOLE["n_envs"] * ZOO_CARTPOLE["n_steps"]
     return Measurement(
-        variant="esper-compiled" if compile_update else "esper-eager",
+        variant=variant,
         round=round_index,
         env_steps=result.total_env_steps,
         end_to_end_steps_per_s=result.env_steps_per_s,
@@ -72,9 +86,11 @@ def measure_esper(compile_update: bool, steps: int, round_index: int) -> Measure
     )
 
 
-def measure_sb3(steps: int, round_index: int, seed: int = 0) -> Measurement:
-    """Stable-Baselines3's PPO at the same settings (``pip install -e .[bench]``)."""
-    from stable_baselines3 import PPO  # noqa: PLC0415 - optional dependency
+def measure_sb3(variant: str, steps: int, round_index: int, seed: int = 0) -> Measurement:
+    """Stable-Baselines3's PPO, or sb3-contrib's RecurrentPPO for ``sb3-recurrent``, at the
+    same settings (``pip install -e .[bench]``)."""
+    from sb3_contrib import RecurrentPPO  # noqa: PLC0415 - optional dependency
+    from stable_baselines3 import PPO  # noqa: PLC0415
     from stable_baselines3.common.callbacks import BaseCallback  # noqa: PLC0415
     from stable_baselines3.common.env_util import make_vec_env  # noqa: PLC0415
 
@@ -92,9 +108,17 @@ def measure_sb3(steps: int, round_index: int, seed: int = 0) -> Measurement:
             return True
 
     zoo = ZOO_CARTPOLE
-    envs = make_vec_env("CartPole-v1", n_envs=zoo["n_envs"], seed=seed)
-    model = PPO(
-        "MlpPolicy",
+    recurrent = variant == "sb3-recurrent"
+    register_esper_envs()
+    env_id = "esper/StatelessCartPole-v0" if recurrent else "CartPole-v1"
+    envs = make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed)
+    algorithm, policy, extra = (
+        (RecurrentPPO, "MlpLstmPolicy", {"policy_kwargs": SB3_RECURRENT_POLICY})
+        if recurrent
+        else (PPO, "MlpPolicy", {})
+    )
+    model = algorithm(
+        policy,
         envs,
         n_steps=zoo["n_steps"],
         batch_size=zoo["batch_size"],
@@ -106,6 +130,7 @@ def measure_sb3(steps: int, round_index: int, seed: int = 0) -> Measurement:
         seed=seed,
         device="cpu",
         verbose=0,
+        **extra,
     )
     clock = UpdateClock()
     start = time.perf_counter()
@@ -115,7 +140,7 @@ def measure_sb3(steps: int, round_index: int, seed: int = 0) -> Measurement:
     batch = zoo["n_envs"] * zoo["n_steps"]
     envs.close()
     return Measurement(
-        variant="sb3",
+        variant=variant,
         round=round_index,
         env_steps=model.num_timesteps,
         end_to_end_steps_per_s=model.num_timesteps / elapsed,
@@ -125,15 +150,11 @@ def measure_sb3(steps: int, round_index: int, seed: int = 0) -> Measurement:
 
 
 def run_benchmark(steps: int, rounds: int, variants: list[str]) -> list[Measurement]:
-    runners = {
-        "sb3": lambda r: measure_sb3(steps, r),
-        "esper-eager": lambda r: measure_esper(False, steps, r),
-        "esper-compiled": lambda r: measure_esper(True, steps, r),
-    }
     measurements = []
     for round_index in range(rounds):
         for variant in variants:
-            measurement = runners[variant](round_index)
+            measure = measure_sb3 if variant.startswith("sb3") else measure_esper
+            measurement = measure(variant, steps, round_index)
             print(
                 f"round {round_index} {variant:15s} steady {measurement.steady_steps_per_s:8.0f} "
                 f"steps/s, end-to-end {measurement.end_to_end_steps_per_s:8.0f} steps/s",
@@ -143,10 +164,8 @@ def run_benchmark(steps: int, rounds: int, variants: list[str]) -> list[Measurem
     return measurements
 
 
-def summarize(
-    measurements: list[Measurement], baseline: str = "sb3"
-) -> list[dict[str, float | str]]:
-    """Median steps/s per variant and its ratio to the baseline's median."""
+def summarize(measurements: list[Measurement]) -> list[dict[str, float | str]]:
+    """Median steps/s per variant and its ratio to its baseline's median (``BASELINE_OF``)."""
     variants = list(dict.fromkeys(m.variant for m in measurements))
     medians = {
         v: {
@@ -158,22 +177,25 @@ def summarize(
     rows: list[dict[str, float | str]] = []
     for variant in variants:
         row: dict[str, float | str] = {"variant": variant, **medians[variant]}
+        baseline = BASELINE_OF.get(variant)
         if baseline in medians:
+            row["baseline"] = baseline
             for key in ("steady_steps_per_s", "end_to_end_steps_per_s"):
-                row[f"{key}_vs_{baseline}"] = medians[variant][key] / medians[baseline][key]
+                row[f"{key}_ratio"] = medians[variant][key] / medians[baseline][key]
         rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, float | str]]) -> str:
-    header = "| variant | steady steps/s | x sb3 | end-to-end steps/s | x sb3 |"
-    lines = [header, "|---|---:|---:|---:|---:|"]
+    header = "| variant | steady steps/s | ratio | end-to-end steps/s | ratio | vs |"
+    lines = [header, "|---|---:|---:|---:|---:|---|"]
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['steady_steps_per_s']:.0f} | "
-            f"{row.get('steady_steps_per_s_vs_sb3', float('nan')):.2f} | "
+            f"{row.get('steady_steps_per_s_ratio', float('nan')):.2f} | "
             f"{row['end_to_end_steps_per_s']:.0f} | "
-            f"{row.get('end_to_end_steps_per_s_vs_sb3', float('nan')):.2f} |"
+            f"{row.get('end_to_end_steps_per_s_ratio', float('nan')):.2f} | "
+            f"{row.get('baseline', '')} |"
         )
     return "\n".join(lines)
 

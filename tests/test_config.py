@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,11 @@ BAD_INPUTS = [
     ("agent.minibatch_size=100", "agent.minibatch_size=100 must divide the rollout batch"),
     ("trainer.device=tpu", "trainer.device='tpu': expected cpu, cuda, cuda:N or auto"),
     ("logger.mode=sometimes", "logger.mode: Invalid value 'sometimes'"),
+    ("agent=recurrent_ppo agent.burn_in=20", "agent.burn_in=20 must not exceed agent.seq_len=16"),
+    (
+        "agent=recurrent_ppo agent.compile=true",
+        "agent.compile=true applies to feed-forward PPO only",
+    ),
 ]
 
 
@@ -46,7 +52,7 @@ BAD_INPUTS = [
 def test_bad_input_is_one_clear_line(override, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        preflight([override])
+        preflight(override.split())
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
@@ -79,7 +85,16 @@ def test_default_config_is_cartpole_ppo_offline_wandb():
     assert settings.logger.mode is WandbMode.offline
 
 
-@pytest.mark.parametrize("experiment", ["cartpole_ppo", "acrobot_ppo", "pendulum_ppo"])
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
+)
+
+
+def test_the_experiment_list_is_found():
+    assert {"cartpole_ppo", "stateless_cartpole_rppo", "cue_recall_rppo"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(experiment):
     settings, container = compose_settings([f"+experiment={experiment}"])
     assert settings.experiment == experiment

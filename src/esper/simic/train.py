@@ -35,7 +35,7 @@ from esper.simic.gradients import build_collector
 from esper.simic.resume import check_resumable, load_latest_good, restart_seed, truncate_history
 from esper.simic.rollout import Policy, RolloutRunner, evaluate
 from esper.simic.runinfo import git_commit, write_json_atomic
-from esper.simic.settings import AgentConfig, SimicConfig
+from esper.simic.settings import SimicConfig
 from esper.simic.tracking import HISTORY_FILE, Tracker, build_tracker
 
 SUMMARY_FILE = "summary.json"
@@ -81,14 +81,14 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def build_agent(
-    agent: AgentConfig,
+    settings: SimicConfig,
     obs_dim: int,
     action_space: gym.Space,
-    settings: SimicConfig,
+    device: torch.device,
     num_updates: int,
 ) -> tuple[Policy, PPOLearner]:
     """The policy and its learner: feed-forward PPO, or recurrent PPO when ``agent.rnn``."""
-    device = resolve_device(settings.trainer.device)
+    agent = settings.agent
     collector = build_collector(settings.collector)
     if agent.rnn is None:
         policy = ActorCritic(obs_dim, action_space, agent.network).to(device)
@@ -123,6 +123,7 @@ class Trainer:
         self.best_eval_return = -math.inf
         self.recent_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.recent_lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
+        self.tracker: Tracker | None = None
 
         self.envs = make_vector_env(env_cfg, gamma=agent.gamma)
         self.eval_envs = make_vector_env(
@@ -130,13 +131,20 @@ class Trainer:
             gamma=agent.gamma,
             num_envs=trainer.eval_episodes,
         )
+        try:
+            self._build_agent()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build_agent(self) -> None:
+        settings, agent, env_cfg = self.settings, self.settings.agent, self.settings.env
         obs_shape = self.envs.single_observation_space.shape
         if obs_shape is None or len(obs_shape) != 1:
-            self.close()
             raise ValueError(f"{env_cfg.id}: expected a flat Box observation, got {obs_shape}")
         self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs)
         self.policy, self.learner = build_agent(
-            agent, obs_shape[0], self.envs.single_action_space, settings, self.num_updates
+            settings, obs_shape[0], self.envs.single_action_space, self.device, self.num_updates
         )
         self.runner = RolloutRunner(
             self.envs,
@@ -148,7 +156,6 @@ class Trainer:
             self.device,
             settings.seed,
         )
-        self.tracker: Tracker | None = None
 
     def run(self) -> RunResult:
         """Train, evaluate, checkpoint and summarise; the tracker is opened last."""

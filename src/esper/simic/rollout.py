@@ -97,9 +97,8 @@ class RolloutStorage:
     ) -> "RolloutStorage":
         obs_shape = envs.single_observation_space.shape
         action_space = envs.single_action_space
-        action_dtype = (
-            torch.long if isinstance(action_space, gym.spaces.Discrete) else torch.float32
-        )
+        discrete = isinstance(action_space, gym.spaces.Discrete | gym.spaces.MultiDiscrete)
+        action_dtype = torch.long if discrete else torch.float32
         lead = (num_steps, envs.num_envs)
 
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

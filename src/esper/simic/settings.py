@@ -138,6 +138,8 @@ class AgentConfig:
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
     ent_coef: float = bounded(0.0, ge=0)
+    head_ent_coefs: dict[str, float] = field(default_factory=dict)
+    """Factored actions: multipliers of ``ent_coef`` per action head, by head name (1 if absent)."""
     vf_coef: float = bounded(0.5, ge=0)
     max_grad_norm: float | None = bounded(0.5, gt=0)
     """Global gradient-norm clip; ``None`` disables."""

@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
+from esper.simic.agents.factored import FactoredSpec
 from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner, policy_parameters
 from esper.simic.agents.recurrent import RecurrentActorCritic
@@ -31,6 +33,7 @@ from esper.simic.checkpoint import (
 )
 from esper.simic.envs.factory import find_wrapper, make_vector_env
 from esper.simic.envs.normalization import make_normalizer
+from esper.simic.envs.scoring import SEED_LIFECYCLE_ID, reference_score
 from esper.simic.gradients import build_collector
 from esper.simic.resume import check_resumable, load_latest_good, restart_seed, truncate_history
 from esper.simic.rollout import Policy, RolloutRunner, evaluate
@@ -90,13 +93,25 @@ def build_agent(
     """The policy and its learner: feed-forward PPO, or recurrent PPO when ``agent.rnn``."""
     agent = settings.agent
     collector = build_collector(settings.collector)
+    spec = factored_spec(settings.env.id, action_space)
     if agent.rnn is None:
-        policy = ActorCritic(obs_dim, action_space, agent.network).to(device)
+        policy = ActorCritic(obs_dim, action_space, agent.network, spec).to(device)
         return policy, PPOLearner(policy, agent, collector, num_updates)
     recurrent = RecurrentActorCritic(
-        obs_dim, action_space, agent.network, agent.rnn, agent.rnn.learned_initial_state
+        obs_dim, action_space, agent.network, agent.rnn, agent.rnn.learned_initial_state, spec
     ).to(device)
     return recurrent, RecurrentPPOLearner(recurrent, agent, collector, num_updates)
+
+
+def factored_spec(env_id: str, action_space: gym.Space) -> FactoredSpec | None:
+    """How an env's MultiDiscrete heads depend on each other; None: independent heads.
+
+    Esper's seed-lifecycle task samples the op first, the slot under that op's mask,
+    and counts only the heads the op uses (``FactoredSpec.for_seed_lifecycle``).
+    """
+    if env_id == SEED_LIFECYCLE_ID and isinstance(action_space, gym.spaces.MultiDiscrete):
+        return FactoredSpec.for_seed_lifecycle(int(action_space.nvec[1]), int(action_space.nvec[2]))
+    return None
 
 
 def reward_normalizer_state(envs: VectorEnv) -> dict[str, Any]:
@@ -124,6 +139,7 @@ class Trainer:
         self.recent_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.recent_lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
         self.tracker: Tracker | None = None
+        self.score = reference_score(env_cfg)
 
         self.envs = make_vector_env(env_cfg, gamma=agent.gamma)
         self.eval_envs = make_vector_env(
@@ -178,7 +194,7 @@ class Trainer:
             ):
                 eval_start = time.perf_counter()
                 returns = self._evaluate(update)
-                metrics.update(eval_metrics(returns))
+                metrics.update(eval_metrics(returns, self.score))
                 metrics["time/eval_s"] = time.perf_counter() - eval_start
                 self._save_if_best(returns, update)
             if update % trainer.log_interval == 0 or "eval/return_mean" in metrics:
@@ -275,7 +291,8 @@ class Trainer:
     def _finish(self, train_time: float) -> RunResult:
         assert self.tracker is not None
         final_returns = self._evaluate(self.num_updates)
-        self.tracker.log(eval_metrics(final_returns), self.global_step)
+        final_metrics = eval_metrics(final_returns, self.score)
+        self.tracker.log(final_metrics, self.global_step)
         self._save_if_best(final_returns, self.num_updates)
         final = self.run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
         save_checkpoint(self._state(self.num_updates), final)
@@ -297,6 +314,8 @@ class Trainer:
             "policy_parameters": policy_parameters(self.policy),
             "git_commit": git_commit(),
         }
+        if "eval/normalized_score" in final_metrics:
+            summary["final_eval_normalized_score"] = final_metrics["eval/normalized_score"]
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         self.tracker.summarize(summary)
         self.tracker.log_artifacts({"policy": policy, "checkpoint": final})
@@ -312,8 +331,13 @@ class Trainer:
             self.eval_envs.close()
 
 
-def eval_metrics(returns: np.ndarray) -> dict[str, float]:
-    return {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
+def eval_metrics(
+    returns: np.ndarray, score: Callable[[float], float] | None = None
+) -> dict[str, float]:
+    metrics = {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std())}
+    if score is not None:
+        metrics["eval/normalized_score"] = score(float(returns.mean()))
+    return metrics
 
 
 def train(settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> RunResult:

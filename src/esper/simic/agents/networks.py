@@ -1,6 +1,7 @@
 """Feed-forward actor-critic networks for discrete and continuous action spaces."""
 
 import math
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import torch
@@ -8,6 +9,9 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from esper.simic.settings import Activation, NetworkConfig
+
+if TYPE_CHECKING:
+    from esper.simic.agents.factored import FactoredHead, FactoredSpec
 
 _ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.tanh: nn.Tanh,
@@ -83,20 +87,44 @@ class GaussianHead(nn.Module):
 
 
 def make_action_head(
-    in_dim: int, action_space: gym.Space, config: NetworkConfig
-) -> CategoricalHead | GaussianHead:
-    """The head that matches the env's single action space."""
+    in_dim: int,
+    action_space: gym.Space,
+    config: NetworkConfig,
+    spec: "FactoredSpec | None" = None,
+) -> "CategoricalHead | GaussianHead | FactoredHead":
+    """The head that matches the env's single action space.
+
+    MultiDiscrete gets a factored head: ``spec`` (per-op head relevance, an op-conditioned
+    head) or, by default, independent heads that are all always relevant.
+    """
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalHead(in_dim, int(action_space.n), config.ortho_init)
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         return GaussianHead(in_dim, action_space.shape[0], config.log_std_init, config.ortho_init)
-    raise ValueError(f"unsupported action space {action_space}: expected Discrete or a 1-D Box")
+    if isinstance(action_space, gym.spaces.MultiDiscrete) and len(action_space.shape) == 1:
+        # factored.py builds on this module's helpers: imported here to break the cycle.
+        from esper.simic.agents.factored import FactoredHead, FactoredSpec  # noqa: PLC0415
+
+        spec = FactoredSpec.independent(action_space.nvec) if spec is None else spec
+        if spec.head_sizes != tuple(int(n) for n in action_space.nvec):
+            raise ValueError(f"factored spec {spec.head_sizes} does not match {action_space}")
+        return FactoredHead(in_dim, spec, config.ortho_init)
+    raise ValueError(
+        f"unsupported action space {action_space}: expected Discrete, a 1-D Box or a 1-D "
+        "MultiDiscrete"
+    )
 
 
 class ActorCritic(nn.Module):
     """Policy and value MLPs, separate by default or on one shared trunk."""
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, config: NetworkConfig) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: gym.Space,
+        config: NetworkConfig,
+        spec: "FactoredSpec | None" = None,
+    ) -> None:
         super().__init__()
         self.actor_trunk = mlp(obs_dim, config.actor_hidden, config.activation, config.ortho_init)
         self.critic_trunk = (
@@ -107,7 +135,7 @@ class ActorCritic(nn.Module):
         actor_out = config.actor_hidden[-1] if config.actor_hidden else obs_dim
         critic_hidden = config.actor_hidden if config.shared_trunk else config.critic_hidden
         critic_out = critic_hidden[-1] if critic_hidden else obs_dim
-        self.action_head = make_action_head(actor_out, action_space, config)
+        self.action_head = make_action_head(actor_out, action_space, config, spec)
         self.value_head = init_layer(nn.Linear(critic_out, 1), VALUE_GAIN, config.ortho_init)
         self.shared_trunk = config.shared_trunk
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributions import Distribution
 from torch.func import functional_call, grad_and_value
 
+from esper.simic.agents.factored import FactoredDistribution, FactoredHead
 from esper.simic.agents.losses import (
     clipped_surrogate_loss,
     explained_variance,
@@ -105,6 +106,22 @@ class PPOLearner:
         )
         self.parameter_groups = policy.parameter_groups()
         self._names, self._params = zip(*policy.named_parameters(), strict=True)
+        head = policy.action_head
+        self._factored = isinstance(head, FactoredHead)
+        head_names = head.spec.head_names if isinstance(head, FactoredHead) else ()
+        unknown = set(config.head_ent_coefs) - set(head_names)
+        if unknown:
+            raise ValueError(
+                f"agent.head_ent_coefs names {sorted(unknown)}, but the action heads are "
+                f"{list(head_names) or 'not factored'}"
+            )
+        # Per-head entropy weights (Esper's per-head entropy multipliers); 1 by default.
+        self._head_weights = torch.tensor([config.head_ent_coefs.get(n, 1.0) for n in head_names])
+        self.step_metric_names = (
+            *STEP_METRICS,
+            *(f"entropy/{name}" for name in head_names),
+            *(f"masked_mass/{name}" for name in head_names),
+        )
         self._nonfinite_steps: list[torch.Tensor] = []
         self._nonfinite_params: list[torch.Tensor] = []
         self._compiled_gradients = (
@@ -134,15 +151,31 @@ class PPOLearner:
         """The PPO objective to minimise, and its terms stacked as ``STEP_METRICS``."""
         config = self.config
         logp = dist.log_prob(batch.actions)
-        entropy = dist.entropy().mean()
+        entropy_per_sample, head_scalars = self._entropy_terms(dist, None)
+        entropy = entropy_per_sample.mean()
         advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
         policy_terms = clipped_surrogate_loss(logp, batch.logp, advantages, config.clip_coef)
         v_loss = value_loss(values, batch.values, batch.returns, config.value_clip)
         loss = policy_terms.loss - config.ent_coef * entropy + config.vf_coef * v_loss
-        scalars = torch.stack(
-            [policy_terms.loss, v_loss, entropy, policy_terms.approx_kl, policy_terms.clipfrac]
-        ).detach()
-        return loss, scalars
+        terms = [policy_terms.loss, v_loss, entropy, policy_terms.approx_kl, policy_terms.clipfrac]
+        return loss, torch.cat([torch.stack(terms), head_scalars]).detach()
+
+    def _entropy_terms(
+        self, dist: Distribution | FactoredDistribution, valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-sample entropy the loss uses and, for factored actions, each head's mean
+        entropy and masked-out probability mass (over ``valid`` steps when given)."""
+        if not isinstance(dist, FactoredDistribution):
+            return dist.entropy(), torch.zeros(0)
+        weights = self._head_weights.to(dist.relevance.device)
+        per_head = torch.cat([dist.head_entropy(), dist.masked_mass()], dim=-1).detach()
+        per_head = per_head.reshape(-1, per_head.shape[-1])
+        if valid is None:
+            head_means = per_head.mean(0)
+        else:
+            keep = valid.reshape(-1, 1).to(per_head.dtype)
+            head_means = (per_head * keep).sum(0) / keep.sum().clamp(min=1.0)
+        return dist.entropy(weights), head_means
 
     def _functional_loss(
         self, params: tuple[torch.Tensor, ...], batch: RolloutBatch
@@ -242,7 +275,9 @@ class PPOLearner:
         values = summary.tolist()  # the update's host sync
         num_extra = len(telemetry)
         *step_means, explained, nonfinite_steps = values[: len(values) - num_extra]
-        metrics = {f"train/{name}": v for name, v in zip(STEP_METRICS, step_means, strict=True)}
+        metrics = {
+            f"train/{name}": v for name, v in zip(self.step_metric_names, step_means, strict=True)
+        }
         metrics["train/explained_variance"] = explained
         metrics["train/nonfinite_steps"] = nonfinite_steps
         metrics["train/learning_rate"] = float(learning_rate)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from esper.simic.agents.factored import FactoredSpec
 from esper.simic.agents.networks import VALUE_GAIN, init_layer, make_action_head, mlp
 from esper.simic.agents.sequences import ChunkBatch
 from esper.simic.settings import NetworkConfig, RNNConfig, RNNType
@@ -83,6 +84,7 @@ class RecurrentActorCritic(nn.Module):
         network: NetworkConfig,
         rnn: RNNConfig,
         learned_initial_state: bool = False,
+        spec: FactoredSpec | None = None,
     ) -> None:
         super().__init__()
         ortho = network.ortho_init
@@ -98,7 +100,7 @@ class RecurrentActorCritic(nn.Module):
             self.critic_encoder = mlp(obs_dim, network.critic_hidden, network.activation, ortho)
             critic_in = network.critic_hidden[-1] if network.critic_hidden else obs_dim
         self.critic_core = self.actor_core if rnn.shared_core else _make_core(rnn, critic_in, ortho)
-        self.action_head = make_action_head(rnn.hidden_size, action_space, network)
+        self.action_head = make_action_head(rnn.hidden_size, action_space, network, spec)
         self.value_head = init_layer(nn.Linear(rnn.hidden_size, 1), VALUE_GAIN, ortho)
 
         cores = 1 if rnn.shared_core else 2

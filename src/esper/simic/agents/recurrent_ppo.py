@@ -57,12 +57,13 @@ class RecurrentPPOLearner(PPOLearner):
     def _minibatch_loss(self, batch: ChunkBatch) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
         dist, values = self.recurrent_policy.evaluate_chunks(batch)
+        entropy, head_scalars = self._entropy_terms(dist, batch.mask)
         terms = sequence_ppo_loss(
-            dist.log_prob(batch.actions), dist.entropy(), values, batch.logp, batch.values,
+            dist.log_prob(batch.actions), entropy, values, batch.logp, batch.values,
             batch.advantages, batch.returns, batch.mask, config.clip_coef, config.value_clip,
             config.norm_adv, config.ent_coef, config.vf_coef,
         )  # fmt: skip
-        return terms.loss, torch.stack(terms[1:]).detach()
+        return terms.loss, torch.cat([torch.stack(terms[1:]), head_scalars]).detach()
 
     def _explained_variance(self, batch: ChunkBatch) -> torch.Tensor:
         return masked_explained_variance(batch.values, batch.returns, batch.mask)

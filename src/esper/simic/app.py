@@ -18,6 +18,7 @@ from esper.simic.config import (
 )
 from esper.simic.resume import ResumeError, run_dir_of
 from esper.simic.settings import SimicConfig
+from esper.simic.sweeps import run_guarded
 from esper.simic.train import TrainingAbortedError, train
 
 CONFIG_MODULE = "esper.simic.conf"
@@ -67,7 +68,17 @@ def sweep_group(settings: SimicConfig, run_config: dict[str, Any]) -> SimicConfi
 
 
 def run(cfg: DictConfig) -> float:
-    """Train one run of a (multi)run and return the value sweepers optimise."""
+    """Train one run of a (multi)run and return the value sweepers optimise.
+
+    In a sweep a failing job returns NaN and leaves ``failed.json`` (``sweeps.run_guarded``):
+    Hydra's sweepers would otherwise re-raise it and end the sweep without its summary.
+    """
+    if HydraConfig.get().mode is RunMode.MULTIRUN:
+        return run_guarded(_run, cfg)
+    return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> float:
     try:
         settings = load_settings(cfg)
     except ConfigError as error:

@@ -1,0 +1,185 @@
+"""Sweep plumbing: failed jobs that do not end a sweep, and the sweep-level summary.
+
+Hydra's sweepers re-raise the first failed job once its batch is done (basic, joblib,
+submitit) and then skip ``on_multirun_end``, so one bad job would lose every other
+job's row. In a multirun the task function therefore catches the failure, records it
+in the job dir as ``failed.json`` and returns NaN, which Optuna counts as a failed
+trial. ``SweepSummary`` then reads every job dir from disk, because with joblib or
+submitit the jobs (and their ``on_job_end`` callbacks) run in other processes.
+"""
+
+import json
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from esper.simic.train import SUMMARY_FILE
+
+log = logging.getLogger(__name__)
+
+FAILED_FILE = "failed.json"
+SUMMARY_NAME = "sweep_summary"
+
+
+def run_guarded(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
+    """Run one sweep job; on failure write ``failed.json`` and return NaN instead of raising."""
+    try:
+        return task(cfg)
+    except Exception as error:
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        line = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        record = {"error": line, "traceback": traceback.format_exc()}
+        (job_dir / FAILED_FILE).write_text(json.dumps(record, indent=2))
+        log.error("job failed: %s", line)
+        return math.nan
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job of a sweep as its dir on disk tells it."""
+
+    job: str
+    overrides: list[str]
+    experiment: str
+    final_eval_return: float | None
+    env_steps_per_s: float | None
+    status: str
+    error: str | None
+    passed: bool | None
+
+
+def read_job(job_dir: Path, sweep_dir: Path, thresholds: dict[str, float]) -> JobRow:
+    """A job is ``ok`` only with a ``summary.json``; no summary and no ``failed.json`` means
+    the process died (killed, out of memory, preempted)."""
+    overrides = yaml.safe_load((job_dir / ".hydra/overrides.yaml").read_text()) or []
+    config = yaml.safe_load((job_dir / ".hydra/config.yaml").read_text()) or {}
+    experiment = str(config.get("experiment", ""))
+    summary_file, failed_file = job_dir / SUMMARY_FILE, job_dir / FAILED_FILE
+    result = error = steps_per_s = None
+    if failed_file.exists():
+        error = json.loads(failed_file.read_text())["error"]
+    elif summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        result, steps_per_s = summary["final_eval_return_mean"], summary["env_steps_per_s"]
+    else:
+        error = f"no {SUMMARY_FILE}: the job did not finish"
+    threshold = thresholds.get(experiment)
+    return JobRow(
+        job=str(job_dir.relative_to(sweep_dir)),
+        overrides=[str(o) for o in overrides],
+        experiment=experiment,
+        final_eval_return=result,
+        env_steps_per_s=steps_per_s,
+        status="ok" if error is None else "failed",
+        error=error,
+        passed=None if threshold is None else result is not None and result >= threshold,
+    )
+
+
+def _job_key(job_dir: Path, sweep_dir: Path) -> list[tuple[int, str]]:
+    """Numeric-aware order, so job 10 comes after job 9."""
+    parts = job_dir.relative_to(sweep_dir).parts
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in parts]
+
+
+def collect_jobs(sweep_dir: Path, thresholds: dict[str, float] | None = None) -> list[JobRow]:
+    """Every job dir under ``sweep_dir`` (any depth: an Optuna study spans several runs)."""
+    job_dirs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
+    job_dirs = [d for d in job_dirs if d != sweep_dir]
+    job_dirs.sort(key=lambda d: _job_key(d, sweep_dir))
+    return [read_job(d, sweep_dir, thresholds or {}) for d in job_dirs]
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def format_markdown(rows: list[JobRow]) -> str:
+    with_threshold = any(r.passed is not None for r in rows)
+    header = "| job | overrides | final eval return | steps/s | status |"
+    rule = "| --- | --- | --- | --- | --- |"
+    if with_threshold:
+        header, rule = header + " pass |", rule + " --- |"
+    lines = [header, rule]
+    for r in rows:
+        status = r.status if r.error is None else f"{r.status}: {r.error}".replace("|", "\\|")
+        line = (
+            f"| {r.job} | {' '.join(r.overrides)} | {_cell(r.final_eval_return)} "
+            f"| {_cell(r.env_steps_per_s)} | {status} |"
+        )
+        if with_threshold:
+            line += f" {'' if r.passed is None else ('PASS' if r.passed else 'FAIL')} |"
+        lines.append(line)
+    ok = sum(r.status == "ok" for r in rows)
+    footer = f"{ok} of {len(rows)} jobs ok"
+    if with_threshold:
+        judged = [r for r in rows if r.passed is not None]
+        footer += f"; {sum(bool(r.passed) for r in judged)} of {len(judged)} reached the threshold"
+    return "\n".join(["# Sweep summary", "", *lines, "", footer, ""])
+
+
+class SweepSummary(Callback):
+    """Writes ``<sweep dir>/sweep_summary.{md,json}`` when a multirun ends.
+
+    ``thresholds`` maps an experiment name to the final eval return it must reach; with
+    it the table gains a pass/fail column (the integration suite).
+    """
+
+    def __init__(self, thresholds: dict[str, float] | None = None) -> None:
+        self.thresholds = dict(thresholds or {})
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The Optuna sweeper opens its SQLite study in the sweep dir before Hydra makes it.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect_jobs(sweep_dir, self.thresholds)
+        (sweep_dir / f"{SUMMARY_NAME}.md").write_text(format_markdown(rows))
+        payload = {"thresholds": self.thresholds, "jobs": [asdict(r) for r in rows]}
+        (sweep_dir / f"{SUMMARY_NAME}.json").write_text(json.dumps(payload, indent=2))
+        failed = sum(r.status != "ok" for r in rows)
+        log.info("sweep summary: %s (%d failed)", sweep_dir / f"{SUMMARY_NAME}.md", failed)
+
+
+class CollectorBenchmark(Callback):
+    """The performance suite's gradient-collector micro-benchmarks, into
+    ``<sweep dir>/collectors.json``.
+
+    They time microseconds, so they run in the launching process after the training jobs
+    have finished rather than as jobs beside them. ``quick`` times three shapes of five.
+    """
+
+    def __init__(
+        self, repeats: int = 5, min_run_time: float = 0.2, threads: int = 1, quick: bool = False
+    ) -> None:
+        self.repeats, self.min_run_time, self.threads = repeats, min_run_time, threads
+        self.quick = quick
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from esper.simic.bench.collectors import (  # noqa: PLC0415 - only this suite pays
+            DEFAULT_SHAPES,
+            QUICK_SHAPES,
+            check_targets,
+            run_collector_benchmark,
+        )
+
+        rows = run_collector_benchmark(
+            QUICK_SHAPES if self.quick else DEFAULT_SHAPES,
+            repeats=self.repeats,
+            min_run_time=self.min_run_time,
+            threads=self.threads,
+        )
+        out = Path(config.hydra.sweep.dir) / "collectors.json"
+        out.write_text(json.dumps({"rows": rows, "targets": check_targets(rows)}, indent=2))
+        log.info("collector benchmark: %s", out)

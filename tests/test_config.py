@@ -40,6 +40,11 @@ BAD_INPUTS = [
     ("agent.minibatch_size=100", "agent.minibatch_size=100 must divide the rollout batch"),
     ("trainer.device=tpu", "trainer.device='tpu': expected cpu, cuda, cuda:N or auto"),
     ("logger.mode=sometimes", "logger.mode: Invalid value 'sometimes'"),
+    (
+        "agent.head_ent_coefs.op=2",
+        "agent.head_ent_coefs.op is not a config key; agent.head_ent_coefs is a mapping: "
+        "add an entry with +agent.head_ent_coefs.op=VALUE",
+    ),
     ("agent=recurrent_ppo agent.burn_in=20", "agent.burn_in=20 must not exceed agent.seq_len=16"),
     (
         "agent=recurrent_ppo agent.compile=true",

@@ -141,10 +141,10 @@ def _suggest_key(full_key: str) -> str:
             if dataclasses.is_dataclass(node)
             else {}
         )
-        node = types.get(part)
-        if node is None:
-            return ""
-        node = _dataclass_of(node)
+        annotation = types.get(part)
+        if getattr(annotation, "__origin__", None) is dict:
+            return f"; {'.'.join(parents)} is a mapping: add an entry with +{full_key}=VALUE"
+        node = _dataclass_of(annotation)
         if node is None:
             return ""
     names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []

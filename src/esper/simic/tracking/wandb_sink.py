@@ -7,6 +7,7 @@ log call turns the sink off; ``metrics.jsonl`` keeps the full history either way
 """
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,35 @@ def _settings(init_timeout_s: float) -> wandb.Settings:
         # Without a server, W&B's login viewer query adds ~10 s to a failing online init.
         x_disable_viewer=True,
     )
+
+
+RUN_ID_RELEASE_WAIT_S = 30.0
+"""Longest wait for a killed run's wandb-core to release the run id being resumed."""
+
+
+def _init_waiting_for_run_id(mode: str, kwargs: dict[str, Any]) -> Any:
+    """``wandb.init``, retried while the resumed run id is still held.
+
+    After SIGKILL the dead process's wandb-core lives on for a few seconds (measured
+    here: gone within 3 s) and W&B refuses the id as "in use" meanwhile. Past the
+    bound, the run continues under a new id rather than not at all.
+    """
+    deadline = time.monotonic() + RUN_ID_RELEASE_WAIT_S
+    while True:
+        try:
+            return wandb.init(mode=mode, **kwargs)
+        except Exception as error:
+            if "id" not in kwargs or "in use" not in str(error):
+                raise
+            if time.monotonic() > deadline:
+                log.warning(
+                    "W&B run id %s is still in use after %.0f s; logging to a new run",
+                    kwargs["id"],
+                    RUN_ID_RELEASE_WAIT_S,
+                )
+                fresh = {k: v for k, v in kwargs.items() if k not in {"id", "resume"}}
+                return wandb.init(mode=mode, **fresh)
+            time.sleep(1.0)
 
 
 class WandbSink:
@@ -64,7 +94,7 @@ class WandbSink:
         if resuming and id_file.exists():
             kwargs |= {"id": id_file.read_text(encoding="utf-8").strip(), "resume": "allow"}
         try:
-            self.run = wandb.init(mode=config.mode.value, **kwargs)
+            self.run = _init_waiting_for_run_id(config.mode.value, kwargs)
         except Exception as error:
             if config.mode is not WandbMode.online:
                 raise

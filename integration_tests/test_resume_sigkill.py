@@ -22,6 +22,12 @@ OVERRIDES = [
 BATCH = 8 * 32  # cartpole_ppo: envs x steps per update
 
 
+# wandb.init exports WANDB_SERVICE, so after earlier in-process W&B tests every child
+# would share this process's wandb-core, which keeps a killed child's run registered.
+# A killed cluster job has its own; so do these children.
+ENV = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
 def test_sigkilled_run_resumes_to_the_full_budget_and_learns(tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "esper.simic", *OVERRIDES]
@@ -29,6 +35,7 @@ def test_sigkilled_run_resumes_to_the_full_budget_and_learns(tmp_path):
         [*command, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=ENV,
     )
     try:
         deadline = time.monotonic() + 300
@@ -46,6 +53,7 @@ def test_sigkilled_run_resumes_to_the_full_budget_and_learns(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env=ENV,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 

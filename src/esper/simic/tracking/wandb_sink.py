@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from traceback import format_exception
 from typing import Any
 
 import wandb
@@ -37,19 +38,23 @@ RUN_ID_RELEASE_WAIT_S = 30.0
 """Longest wait for a killed run's wandb-core to release the run id being resumed."""
 
 
-def _init_waiting_for_run_id(mode: str, kwargs: dict[str, Any]) -> Any:
+def _init_waiting_for_run_id(mode: str, kwargs: dict[str, Any], init_timeout_s: float) -> Any:
     """``wandb.init``, retried while the resumed run id is still held.
 
     After SIGKILL the dead process's wandb-core lives on for a few seconds (measured
-    here: gone within 3 s) and W&B refuses the id as "in use" meanwhile. Past the
-    bound, the run continues under a new id rather than not at all.
+    here: gone within 3 s), and a wandb-core shared through an inherited
+    ``WANDB_SERVICE`` keeps the dead run registered for as long as it lives; W&B
+    refuses the id as "in use" meanwhile. Past the bound, the run continues under a
+    new id rather than not at all.
     """
     deadline = time.monotonic() + RUN_ID_RELEASE_WAIT_S
     while True:
         try:
-            return wandb.init(mode=mode, **kwargs)
+            # Fresh settings per attempt: wandb.init records the run id in the object.
+            return wandb.init(mode=mode, settings=_settings(init_timeout_s), **kwargs)
         except Exception as error:
-            if "id" not in kwargs or "in use" not in str(error):
+            # The "in use" answer comes wrapped; its text is in the exception chain.
+            if "id" not in kwargs or "is in use" not in "".join(format_exception(error)):
                 raise
             if time.monotonic() > deadline:
                 log.warning(
@@ -58,7 +63,7 @@ def _init_waiting_for_run_id(mode: str, kwargs: dict[str, Any]) -> Any:
                     RUN_ID_RELEASE_WAIT_S,
                 )
                 fresh = {k: v for k, v in kwargs.items() if k not in {"id", "resume"}}
-                return wandb.init(mode=mode, **fresh)
+                return wandb.init(mode=mode, settings=_settings(init_timeout_s), **fresh)
             time.sleep(1.0)
 
 
@@ -89,12 +94,11 @@ class WandbSink:
             "name": config.run_name,
             "notes": config.notes,
             "config": run_config,
-            "settings": _settings(config.init_timeout_s),
         }
         if resuming and id_file.exists():
             kwargs |= {"id": id_file.read_text(encoding="utf-8").strip(), "resume": "allow"}
         try:
-            self.run = _init_waiting_for_run_id(config.mode.value, kwargs)
+            self.run = _init_waiting_for_run_id(config.mode.value, kwargs, config.init_timeout_s)
         except Exception as error:
             if config.mode is not WandbMode.online:
                 raise
@@ -104,7 +108,9 @@ class WandbSink:
                 str(error).splitlines()[0],
                 run_dir,
             )
-            self.run = wandb.init(mode="offline", **kwargs)
+            self.run = wandb.init(
+                mode="offline", settings=_settings(config.init_timeout_s), **kwargs
+            )
         id_file.write_text(self.run.id + "\n", encoding="utf-8")
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")

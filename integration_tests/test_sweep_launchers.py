@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from wandb_records import run_record
 
 from esper.simic.testing import TINY_OVERRIDES
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 
 QUICK = [o for o in TINY_OVERRIDES if not o.startswith("logger=")]
 
@@ -57,7 +57,6 @@ def test_joblib_sweep_of_four_jobs_has_four_runs_in_one_wandb_group(tmp_path):
 
 
 def test_submitit_local_sweep_completes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
     _sweep(
         [
@@ -92,7 +91,6 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path):
 
 
 def test_optuna_search_continues_its_study_on_a_second_invocation(tmp_path):
-    optuna = pytest.importorskip("optuna")
     search = [
         "+experiment=cartpole_ppo",
         "hparams_search=ppo_optuna",

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import wandb_workspaces.reports.v2 as wr
 
 from esper.simic.report import wandb_io
 from esper.simic.report.__main__ import main
@@ -113,7 +114,6 @@ def test_filters_are_a_json_object():
 
 
 def test_wandb_report_holds_the_comparison_and_grouped_panels():
-    wr = pytest.importorskip("wandb_workspaces.reports.v2")
     runs = wandb_io.fetch_runs(fake_project(), "me/proj", None)
     report = analyze(runs, Settings(bootstrap=Bootstrap(reps=200)), ["wandb:me/proj"])
     title = "collectors"
@@ -133,7 +133,6 @@ def test_wandb_report_holds_the_comparison_and_grouped_panels():
 
 
 def test_online_cli_fetches_builds_and_prints_the_report_url(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("wandb_workspaces")
     api = fake_project()
     logged: list[tuple[str, str | None, str]] = []
     monkeypatch.setattr(wandb_io, "connect", lambda: api)

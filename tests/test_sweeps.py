@@ -140,7 +140,5 @@ def test_matrix_suites_name_real_experiments(preset, experiments):
 
 @pytest.mark.parametrize("launcher", ["parallel", "slurm", "slurm_local"])
 def test_launcher_presets_compose(launcher):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = _hydra_cfg([f"hydra/launcher={launcher}"])
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")

@@ -35,6 +35,10 @@ def test_per_head_entropy_coefficients_are_checked_by_name(tiny, tmp_path):
 def test_reference_score_only_where_the_table_applies():
     assert reference_score(EnvConfig(id="CartPole-v1")) is None
     assert reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"num_slots": 2})) is None
+    assert reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"reward": "escrow"})) is None
     score = reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"difficulty": "hard"}))
     assert score is not None
     assert score(12.5) == pytest.approx(normalized_score(12.5, "hard"))
+    sparse = reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"reward": "sparse"}))
+    assert sparse is not None
+    assert sparse(0.6) == pytest.approx(normalized_score(0.6, "medium", "sparse"))

@@ -64,7 +64,7 @@ def test_spaces_and_kwargs_through_gym_make():
         ({"difficulty": "nightmare"}, r"difficulty must be one of \['easy', 'medium', 'hard'\]"),
         ({"num_slots": 0}, "num_slots must be a positive int"),
         ({"max_epochs": 2.5}, "max_epochs must be a positive int"),
-        ({"reward": "dense"}, r"reward must be one of \['shaped', 'sparse'\]"),
+        ({"reward": "dense"}, r"reward must be one of \['shaped', 'escrow', 'sparse'\]"),
         ({"host": "resnet"}, r"host must be one of \['surrogate', 'mlp'\]"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Esper's SHAPED reward terms against hand-computed values, and the SPARSE reward."""
+"""Esper's SHAPED reward terms against hand-computed values; its ESCROW and SPARSE modes."""
 
 import math
 
@@ -16,7 +16,10 @@ from esper.simic.envs.seed_lifecycle.constants import BLUEPRINT_INDEX
 from esper.simic.envs.seed_lifecycle.lifecycle import Seed
 from esper.simic.envs.seed_lifecycle.policies import HeuristicPolicy, RandomPolicy, make_action
 from esper.simic.envs.seed_lifecycle.reward import (
+    ESCROW_COMPONENTS,
+    EscrowStep,
     attribution,
+    escrow_attribution,
     fossilize_shaping,
     germination_clawback,
     prune_shaping,
@@ -128,7 +131,7 @@ def test_sparse_reward_by_hand():
     assert terms["accuracy"] + terms["param_cost"] == pytest.approx(0.6 - 0.1 * 37_000 / 500_000)
 
 
-@pytest.mark.parametrize("reward", ["shaped", "sparse"])
+@pytest.mark.parametrize("reward", ["shaped", "escrow", "sparse"])
 def test_components_sum_to_reward(reward):
     for policy, env in (
         (RandomPolicy(), SeedLifecycleEnv(reward=reward)),
@@ -189,3 +192,72 @@ def test_fast_blend_of_a_big_seed_costs_the_capped_alpha_shock():
     # WAIT scores slot 0, which is empty: the slot-1 seed earns no attribution or PBRS.
     assert terms["attribution"] == terms["pbrs"] == 0.0
     assert np.isclose(reward, sum(terms.values()))
+
+
+@pytest.mark.parametrize(
+    ("op", "contribution", "stable_acc", "cf", "credit", "expected"),
+    [
+        (Op.WAIT, 4.0, 51.0, 4.0, 0.0, EscrowStep(2.0, 2.0)),  # sqrt(1 * 4) = 2
+        (Op.WAIT, 9.0, 51.0, 9.0, 1.0, EscrowStep(2.0, 3.0)),  # target 3, delta 2
+        (Op.WAIT, 1.0, 53.0, 3.0, 0.5, EscrowStep(0.5, 1.0)),  # c < p: target c
+        (Op.WAIT, 6.0, 60.0, 6.0, 0.0, EscrowStep(2.0, 2.0)),  # change clipped to +2
+        (Op.WAIT, 1.0, 53.0, 3.0, 4.0, EscrowStep(-2.0, 2.0)),  # and to -2
+        (Op.WAIT, 2.0, 49.0, 3.0, 1.5, EscrowStep(-1.5, 0.0)),  # p <= 0: target 0
+        (Op.WAIT, -1.0, 53.0, 3.0, 1.5, EscrowStep(-2.5, 0.0)),  # harm paid, credit lost
+        (Op.PRUNE, 1.0, 53.0, 3.0, 1.5, EscrowStep(-1.5, 0.0)),  # prune claws back
+        (Op.FOSSILIZE, 1.0, 53.0, -0.5, 0.5, EscrowStep(0.0, 1.0)),  # cf < 0: pays nothing
+        (Op.WAIT, None, 53.0, 3.0, 1.5, EscrowStep(0.0, 1.5)),  # no counterfactual yet
+    ],
+)
+def test_escrow_attribution_by_hand(op, contribution, stable_acc, cf, credit, expected):
+    step = escrow_attribution(op, BLENDING, contribution, cf, stable_acc, credit)
+    assert step.paid == pytest.approx(expected.paid)
+    assert step.credit == pytest.approx(expected.credit)
+
+
+def test_escrow_keeps_the_ratio_penalty_inside_the_credit():
+    # c = 8 against cf = 1: ratio 8 > 5 costs min(0.3, 0.1 * 3 / 5) = 0.06.
+    step = escrow_attribution(Op.WAIT, BLENDING, 8.0, 1.0, 58.0, 7.0)
+    assert step.credit == pytest.approx(8.0 - 0.06)
+
+
+def blended_seed_steps(reward: str, retarget: bool) -> dict[int, tuple[float, dict]]:
+    """A conv_small seed in slot 0, advanced into BLENDING and kept there to the end,
+    WAITing (which scores slot 0) or re-targeting its alpha to 1.0 every epoch."""
+    env = SeedLifecycleEnv(difficulty="easy", reward=reward)
+    env.reset(seed=1)  # a helpful seed: c about 4.6 pp once blended
+    steps = {}
+    terminated = False
+    while not terminated:
+        seed = env.seeds[0]
+        if env.epoch == 4:
+            action = make_action(Op.GERMINATE, 0, BLUEPRINT_INDEX["conv_small"], tempo=0)
+        elif seed is not None and seed.stage in (SeedStage.GERMINATED, SeedStage.TRAINING):
+            action = make_action(Op.ADVANCE, 0)
+        elif seed is not None and retarget and seed.alpha == 1.0:
+            action = make_action(Op.SET_ALPHA_TARGET, 0)  # alpha target head: 1.0
+        else:
+            action = make_action(Op.WAIT)
+        epoch = env.epoch
+        _, reward_, terminated, _, info = env.step(action)
+        assert not info["illegal_action"]
+        steps[epoch] = (reward_, info)
+    assert env.seeds[0].stage == SeedStage.BLENDING
+    return steps
+
+
+def test_turntabling_a_blended_seed_pays_every_epoch_under_shaped_but_not_under_escrow():
+    shaped = blended_seed_steps("shaped", retarget=True)
+    escrow = blended_seed_steps("escrow", retarget=True)
+    late = range(25, 40)
+    assert all(shaped[e][1]["reward_components"]["attribution"] > 0.5 for e in late)
+    assert sum(abs(escrow[e][1]["reward_components"]["attribution"]) for e in late) < 0.5
+    assert list(escrow[40][1]["reward_components"]) == list(ESCROW_COMPONENTS)
+
+
+def test_escrow_forfeits_the_credit_of_a_seed_still_live_at_the_end():
+    steps = blended_seed_steps("escrow", retarget=False)
+    paid = sum(info["reward_components"]["attribution"] for _, info in steps.values())
+    forfeit = steps[40][1]["reward_components"]["escrow_forfeit"]
+    assert paid > 1.0  # the seed helped and built up credit...
+    assert forfeit == pytest.approx(-paid)  # ...which the run takes back: it never settled

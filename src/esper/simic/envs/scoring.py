@@ -3,7 +3,8 @@
 ``esper/SeedLifecycle-v0`` scores a return as ``(R - R_random) / (R_heuristic -
 R_random)``: 0 is random play, 1 is Esper's heuristic controller. The reference
 table was measured at the default slots, episode length and host, so other
-settings get no score rather than a misleading one.
+settings get no score rather than a misleading one; so does the ESCROW reward,
+under which the heuristic scores below random play.
 """
 
 from collections.abc import Callable
@@ -23,8 +24,13 @@ def reference_score(env: EnvConfig) -> Callable[[float], float] | None:
     if any(kwargs.get(key, value) != value for key, value in _REFERENCE_SETTINGS.items()):
         return None
     # Imported here: only runs on this env pay for loading its package.
-    from esper.simic.envs.seed_lifecycle import normalized_score  # noqa: PLC0415
+    from esper.simic.envs.seed_lifecycle import (  # noqa: PLC0415
+        REFERENCE_RETURNS_BY_REWARD,
+        normalized_score,
+    )
 
     difficulty = kwargs.get("difficulty", "medium")
     reward = kwargs.get("reward", "shaped")
+    if reward not in REFERENCE_RETURNS_BY_REWARD:
+        return None
     return lambda episode_return: normalized_score(episode_return, difficulty, reward)

@@ -8,7 +8,8 @@ RESETTING -> empty. One step is one host epoch; everything follows tachyon-beep/
 
 Constructor (also through ``gym.make("esper/SeedLifecycle-v0", **kwargs)``):
 ``difficulty`` "easy" | "medium" (default) | "hard"; ``num_slots`` K (3); ``max_epochs``
-T (40); ``reward`` "shaped" (Esper's contribution reward, default) | "sparse";
+T (40); ``reward`` "shaped" (Esper's contribution reward, default) | "escrow" (its
+anti-thrash mode: a seed's attribution is paid once, as credit) | "sparse";
 ``host`` "surrogate" (closed-form, default) | "mlp" (a real network trained each
 step). A bad value raises ValueError naming the argument and the allowed values.
 
@@ -42,12 +43,12 @@ Observation: float32 Box in [-1, 1] of length ``23 + K * (20 + B)`` (98 for K=3)
 out like Esper's Obs V3 (:mod:`.observation`), -1 marking "not yet known".
 
 Other info keys on every step: ``reward_components`` (dict of floats whose sum is the
-reward; :data:`SHAPED_COMPONENTS` or :data:`SPARSE_COMPONENTS`), ``illegal_action``,
-``action_success``, ``transitions`` (list of (slot, from_stage, to_stage)), ``epoch``
-(the epoch the action was taken in), ``accuracy`` (that epoch's validation accuracy,
-%). On the last step also ``final_accuracy``, ``final_host_accuracy`` (all seeds off),
-``fossilized_blueprints``, ``fossilized_params``, ``germinated_seeds``,
-``pruned_seeds``.
+reward; :data:`SHAPED_COMPONENTS`, :data:`ESCROW_COMPONENTS` or :data:`SPARSE_COMPONENTS`),
+``illegal_action``, ``action_success``, ``transitions`` (list of (slot, from_stage,
+to_stage)), ``epoch`` (the epoch the action was taken in), ``accuracy`` (that epoch's
+validation accuracy, %). On the last step also ``final_accuracy``,
+``final_host_accuracy`` (all seeds off), ``fossilized_blueprints``,
+``fossilized_params``, ``germinated_seeds``, ``pruned_seeds``.
 
 Reference policies (:mod:`.policies`) and their mean returns over 1,000 seeds
 (:data:`REFERENCE_RETURNS`) give the normalised score
@@ -76,11 +77,16 @@ from esper.simic.envs.seed_lifecycle.reference import (
     REFERENCE_RETURNS_BY_REWARD,
     normalized_score,
 )
-from esper.simic.envs.seed_lifecycle.reward import SHAPED_COMPONENTS, SPARSE_COMPONENTS
+from esper.simic.envs.seed_lifecycle.reward import (
+    ESCROW_COMPONENTS,
+    SHAPED_COMPONENTS,
+    SPARSE_COMPONENTS,
+)
 
 __all__ = [
     "BLUEPRINTS",
     "DIFFICULTIES",
+    "ESCROW_COMPONENTS",
     "HEAD_NAMES",
     "HEAD_RELEVANCE",
     "NUM_BLUEPRINTS",

@@ -3,6 +3,7 @@
 See the package docstring for the public contract (spaces, info keys, mask layout).
 """
 
+from collections import deque
 from typing import Any, Final
 
 import gymnasium as gym
@@ -46,13 +47,15 @@ from esper.simic.envs.seed_lifecycle.observation import (
 )
 from esper.simic.envs.seed_lifecycle.reward import (
     BASE_SLOT_RENT_RATIO,
+    ESCROW_STABLE_WINDOW,
     RENT_HOST_PARAMS_FLOOR,
+    escrow_attribution,
     germination_clawback,
     shaped_reward,
     sparse_reward,
 )
 
-REWARD_MODES: Final = ("shaped", "sparse")
+REWARD_MODES: Final = ("shaped", "escrow", "sparse")
 HOSTS: Final = ("surrogate", "mlp")
 
 Action = tuple[int, int, int, int, int]
@@ -127,6 +130,9 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         self._last_op = Op.WAIT
         self._last_success = True
         self._counts = {"germinated": 0, "pruned": 0}
+        # ESCROW: each slot's unrealised credit, and the accuracies its progress is read on.
+        self._escrow_credit = [0.0] * self.num_slots
+        self._recent_accuracy: deque[float] = deque(maxlen=ESCROW_STABLE_WINDOW)
 
     @property
     def seeds(self) -> tuple[Seed | None, ...]:
@@ -164,6 +170,8 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         for i, seed in enumerate(self._seeds):
             if seed is not None:
                 self._seeds[i] = tick(seed, i, transitions)
+            if self._seeds[i] is None or self._seeds[i].stage not in LIVE_STAGES:
+                self._escrow_credit[i] = 0.0  # L1473: a slot without a seed holds no credit
         self._last_op, self._last_success = op, success
         info: dict[str, Any] = {
             "illegal_action": not legal,
@@ -231,6 +239,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
                 if len(history) > HISTORY_LENGTH:
                     del history[0]
         self.val_accuracy = evaluation.accuracy
+        self._recent_accuracy.append(evaluation.accuracy)
         self.val_loss = evaluation.loss
         self.all_off_accuracy = evaluation.all_off_accuracy
         for seed, off in zip(self._seeds, evaluation.slot_off_accuracy, strict=True):
@@ -249,11 +258,18 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         target = self._seeds[slot]
         live = target if target is not None and target.stage in LIVE_STAGES else None
         last = self.epoch == self.max_epochs
-        return shaped_reward(
+        cf = self.val_accuracy - self.all_off_accuracy
+        escrow = None
+        if self.reward_mode == "escrow" and live is not None:
+            stable_acc = min(self._recent_accuracy)
+            credit = self._escrow_credit[slot]
+            escrow = escrow_attribution(op, live, live.contribution, cf, stable_acc, credit)
+            self._escrow_credit[slot] = escrow.credit
+        components = shaped_reward(
             op,
             live,
             None if live is None else live.contribution,
-            self.val_accuracy - self.all_off_accuracy,
+            cf,
             self.val_accuracy,
             self.epoch,
             self.max_epochs,
@@ -263,6 +279,18 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
             occupied,
             fossilized,
             germination_clawback(self._seeds) if last else 0.0,
+            escrow=escrow,
+        )
+        if self.reward_mode == "escrow":
+            components["escrow_forfeit"] = -self._held_credit() if last else 0.0
+        return components
+
+    def _held_credit(self) -> float:
+        """ESCROW credit of seeds still in play at the end, which the run forfeits (L989-1009)."""
+        return sum(
+            credit
+            for credit, seed in zip(self._escrow_credit, self._seeds, strict=True)
+            if seed is not None and seed.stage in LIVE_STAGES - {SeedStage.FOSSILIZED}
         )
 
     def _capacity_inputs(self) -> tuple[float, float, int, int]:

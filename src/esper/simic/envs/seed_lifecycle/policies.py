@@ -50,6 +50,7 @@ from esper.simic.envs.seed_lifecycle.reward import (
     ALPHA_SHOCK_CAP,
     ALPHA_SHOCK_COEF,
     BASE_SLOT_RENT_RATIO,
+    ESCROW_DELTA_CLIP,
     FOSSILIZE_BASE_BONUS,
     FOSSILIZE_CONTRIBUTION_SCALE,
     FOSSILIZE_NONCONTRIBUTING_PENALTY,
@@ -358,12 +359,18 @@ class OraclePolicy:
             bonus = FOSSILIZE_BASE_BONUS + FOSSILIZE_CONTRIBUTION_SCALE * contribution + immediate
         scored = self.SCORED_EPOCHS_SLOT0 if slot == 0 else self.SCORED_EPOCHS_OTHER
         pbrs = self.PBRS_GAIN if slot == 0 else 0.0
+        # SHAPED pays the attribution on every scored step; ESCROW pays the credit once,
+        # and it grows by at most ESCROW_DELTA_CLIP per scored step.
+        attributed = contribution * scored
+        if self._env is not None and self._env.reward_mode == "escrow":
+            attributed = min(contribution, ESCROW_DELTA_CLIP * scored)
         rent_per_epoch = -rent(BASE_SLOT_RENT_RATIO * host_params + bp.params, host_params)
         rented_epochs = remaining - 2 - MIN_TRAINING_EPOCHS
         shock = min(ALPHA_SHOCK_COEF * bp.params / host_params, ALPHA_SHOCK_CAP)
         return (
             pbrs
-            + contribution * (scored + TERMINAL_ACC_WEIGHT)
+            + attributed
+            + contribution * TERMINAL_ACC_WEIGHT
             + bonus
             - rent_per_epoch * rented_epochs
             - shock

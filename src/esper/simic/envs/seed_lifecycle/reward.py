@@ -14,7 +14,7 @@ unreachable here (a BLENDING seed always has a counterfactual, the masks forbid 
 """
 
 import math
-from typing import Final
+from typing import Final, NamedTuple
 
 from esper.simic.envs.seed_lifecycle.constants import (
     GERMINATION_DISCOUNT_FLOOR,
@@ -78,7 +78,13 @@ SHAPED_COMPONENTS: Final = (
     "germination_clawback",
     "terminal_bonus",
 )
+# ESCROW adds the terminal forfeit of credit still held by live, unfossilized seeds.
+ESCROW_COMPONENTS: Final = (*SHAPED_COMPONENTS, "escrow_forfeit")
 SPARSE_COMPONENTS: Final = ("accuracy", "param_cost")
+# ESCROW (RewardMode.ESCROW, contribution.py L143-150, L498-537): progress is measured on
+# the minimum accuracy of the last 3 epochs, and a slot's credit moves at most 2 a step.
+ESCROW_STABLE_WINDOW: Final = 3
+ESCROW_DELTA_CLIP: Final = 2.0
 
 
 def timing_discount(germination_epoch: int) -> float:
@@ -87,6 +93,22 @@ def timing_discount(germination_epoch: int) -> float:
         return 1.0
     progress = germination_epoch / GERMINATION_WARMUP_EPOCHS
     return GERMINATION_DISCOUNT_FLOOR + (1.0 - GERMINATION_DISCOUNT_FLOOR) * progress
+
+
+def hacking_ratio_penalty(contribution: float, cf: float) -> float:
+    """Anti-gaming (L438-474): a seed claiming far more than all seeds together add.
+
+    For c > 1: c/cf > 5 costs min(0.3, 0.1 (c/cf - 5)/5); cf <= 0.1 costs 0.3 min(1, c/10).
+    """
+    if contribution <= 1.0:
+        return 0.0
+    if cf <= IMPROVEMENT_SAFE_THRESHOLD:
+        return PRUNE_GOOD_SEED_PENALTY * min(1.0, contribution / 10.0)
+    ratio = contribution / cf
+    if ratio <= HACKING_RATIO_THRESHOLD:
+        return 0.0
+    excess = (ratio - HACKING_RATIO_THRESHOLD) / HACKING_RATIO_THRESHOLD
+    return -min(-PRUNE_GOOD_SEED_PENALTY, 0.1 * excess)
 
 
 def attribution(
@@ -102,15 +124,7 @@ def attribution(
     discount = 1.0
     if cf < 0:
         discount = 1.0 / (1.0 + math.exp(min(-ATTRIBUTION_SIGMOID_STEEPNESS * cf, 700.0)))
-    ratio_penalty = 0.0
-    if contribution > 1.0 and discount >= 0.5:
-        if cf > IMPROVEMENT_SAFE_THRESHOLD:
-            ratio = contribution / cf
-            if ratio > HACKING_RATIO_THRESHOLD:
-                excess = (ratio - HACKING_RATIO_THRESHOLD) / HACKING_RATIO_THRESHOLD
-                ratio_penalty = -min(-PRUNE_GOOD_SEED_PENALTY, 0.1 * excess)
-        else:
-            ratio_penalty = PRUNE_GOOD_SEED_PENALTY * min(1.0, contribution / 10.0)
+    ratio_penalty = hacking_ratio_penalty(contribution, cf) if discount >= 0.5 else 0.0
     if contribution < 0:
         value = contribution
     else:
@@ -127,6 +141,47 @@ def attribution(
     if op == Op.PRUNE:
         value = -value
     return value, ratio_penalty
+
+
+class EscrowStep(NamedTuple):
+    """One scoring of a slot under ESCROW: what the step pays and the slot's new credit."""
+
+    paid: float
+    credit: float
+
+
+def escrow_attribution(
+    op: Op, seed: Seed, contribution: float | None, cf: float, stable_acc: float, credit: float
+) -> EscrowStep:
+    """Esper's ESCROW attribution: pay the change in the slot's unrealised credit.
+
+    SHAPED pays a scored seed's attribution again on every step that targets it, so a
+    policy can collect c per epoch by re-targeting a blended seed ("turntabling"). ESCROW
+    (Esper's anti-thrash mode, L498-537) keeps a credit target per slot, max(0, attributed
+    + ratio penalty) with attributed = sqrt(p c) if c >= p > 0, c if c < p, 0 if p <= 0,
+    and pays only its change, clipped to +-2 a step; a negative c pays c and zeroes the
+    credit, PRUNE claws the credit back, FOSSILIZE banks it (with cf < 0 it pays nothing).
+    What a seed earns over its life telescopes to its credit when fossilized; the env
+    forfeits the credit of seeds still live at the end (``action_execution.py`` L989-1009).
+    """
+    if op == Op.PRUNE:
+        return EscrowStep(-credit, 0.0)
+    if contribution is None or seed.stage == SeedStage.FOSSILIZED:
+        return EscrowStep(0.0, credit)
+    if contribution < 0:
+        paid, new_credit = contribution - credit, 0.0
+    else:
+        progress = stable_acc - seed.acc_at_germination
+        if progress <= 0:
+            attributed = 0.0
+        elif contribution >= progress:
+            attributed = math.sqrt(progress * contribution)
+        else:
+            attributed = contribution
+        target = max(0.0, attributed + hacking_ratio_penalty(contribution, cf))
+        paid = max(-ESCROW_DELTA_CLIP, min(ESCROW_DELTA_CLIP, target - credit))
+        new_credit = credit + paid
+    return EscrowStep(0.0 if op == Op.FOSSILIZE and cf < 0 else paid, new_credit)
 
 
 def fossilize_shaping(seed: Seed, contribution: float, cf: float) -> float:
@@ -218,20 +273,27 @@ def shaped_reward(
     num_occupied: int,
     num_fossilized: int,
     clawback: float,
+    *,
+    escrow: EscrowStep | None = None,
 ) -> dict[str, float]:
     """Every term of Esper's SHAPED reward for one step; the reward is their sum.
 
     ``seed`` is the target slot's live seed (None if empty or cooling down), and
     ``contribution`` its counterfactual (None before its alpha leaves 0). ``clawback``
     is the terminal germination refund computed by :func:`germination_clawback`.
+    ``escrow``: under ESCROW, the target slot's :func:`escrow_attribution`, which
+    replaces the attribution (its ratio penalty is inside the credit).
     """
     attributed = ratio_penalty = blending_warning = holding_warning = pbrs = 0.0
     if seed is not None:
-        if contribution is not None and seed.stage != SeedStage.FOSSILIZED:
+        if escrow is not None:
+            attributed = escrow.paid
+        elif contribution is not None and seed.stage != SeedStage.FOSSILIZED:
             attributed, ratio_penalty = attribution(op, seed, contribution, cf, val_acc, epoch)
         if seed.stage == SeedStage.BLENDING and cf < 0:  # L655-666
             blending_warning = -0.1 - min(seed.epochs_in_stage * 0.05, 0.3)
-        holding_stalls = op not in (Op.FOSSILIZE, Op.PRUNE) and attributed > 0
+        # Esper tests the attribution after its ratio penalty is added (L668-688).
+        holding_stalls = op not in (Op.FOSSILIZE, Op.PRUNE) and attributed + ratio_penalty > 0
         if seed.stage == SeedStage.HOLDING and holding_stalls and seed.epochs_in_stage >= 2:
             holding_warning = -min(0.1 + max(0, seed.epochs_in_stage - 2) * 0.05, 0.3)  # L677
         # PBRS on the seed's potential now vs at the previous epoch (L1194-1224); see docs.

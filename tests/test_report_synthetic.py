@@ -302,3 +302,20 @@ def test_no_interval_for_single_runs(tmp_path):
     assert report["groups"][0]["mean"]["low"] is None  # NaN is written as null
     assert report["groups"][0]["mean"]["estimate"] == 2.0
     assert report["comparisons"][0]["verdict"].startswith("cannot compare")
+
+
+def test_reference_levels_are_drawn_listed_and_kept(known_sweep, tmp_path):
+    args = ("--reference", "heuristic=105", "--reference", "oracle=1.2e2")
+    code, report = run_report(tmp_path, str(known_sweep), *args)
+    assert code == 0
+    assert report["references"] == {"heuristic": 105.0, "oracle": 120.0}
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "Dotted reference lines: heuristic 105, oracle 120." in markdown
+
+
+@pytest.mark.parametrize("bad", ["heuristic", "=1.0", "oracle=high", "x=nan"])
+def test_a_malformed_reference_is_one_clear_error(known_sweep, tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        run_report(tmp_path, str(known_sweep), "--reference", bad)
+    assert exit_info.value.code == 2
+    assert "needs LABEL=VALUE with a finite number" in capsys.readouterr().err

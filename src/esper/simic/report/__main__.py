@@ -5,6 +5,7 @@ options, and it must not create Hydra output dirs of its own among the runs it r
 """
 
 import argparse
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--step-axis", default=DEFAULT_STEP_AXIS, help=f"x axis (default {DEFAULT_STEP_AXIS})"
     )
     parser.add_argument("--lower-is-better", action="store_true", help="for losses, times, ...")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        type=reference_level,
+        metavar="LABEL=VALUE",
+        help="a level of the metric to draw on the learning curves, repeatable "
+        "(e.g. heuristic=1.0)",
+    )
     parser.add_argument("--out", type=Path, help="output dir (default reports/<date>_<time>)")
     parser.add_argument("--title", help="report title (default: metric by group keys)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
@@ -83,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="no W&B output (default: log the report as an artifact, offline for run dirs)",
     )
     return parser
+
+
+def reference_level(text: str) -> tuple[str, float]:
+    """Parse ``LABEL=VALUE`` for --reference."""
+    label, sep, value = text.rpartition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not sep or not label or not math.isfinite(number):
+        raise argparse.ArgumentTypeError(
+            f"needs LABEL=VALUE with a finite number, e.g. heuristic=1.0; got {text!r}"
+        )
+    return label, number
 
 
 def _load(args: argparse.Namespace) -> list[Run]:
@@ -117,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             higher_is_better=not args.lower_is_better,
             min_runs=args.min_runs,
             bootstrap=Bootstrap(reps=args.reps, confidence=args.confidence, seed=args.seed),
+            references=tuple(args.reference),
         )
         sources = [str(p) for p in args.paths] or [f"wandb:{args.wandb}"]
         report = analyze(runs, settings, sources)

@@ -51,6 +51,8 @@ class Settings:
     # (with 3 vs 3 fully separated runs every resample gives P=1).
     min_runs: int = 5
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
+    # Fixed levels of the metric to draw against (a baseline policy's score, a target).
+    references: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Report:
     curves: dict[str, list[Curve]]
     gradient_matches: list[GradientMatch]
     warnings: list[str]
+    references: dict[str, float] = field(default_factory=dict)
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -482,4 +485,5 @@ def analyze(runs: Sequence[Run], settings: Settings, sources: Sequence[str]) -> 
         curves=curves,
         gradient_matches=matches,
         warnings=_warnings(runs, summaries, settings),
+        references=dict(settings.references),
     )

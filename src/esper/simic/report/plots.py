@@ -62,10 +62,28 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _draw_references(ax: Axes, references: dict[str, float]) -> None:
+    """Each reference level as a grey dotted line, labelled at its right end."""
+    for label, value in references.items():
+        ax.axhline(value, color="0.35", linestyle=":", linewidth=1)
+        ax.annotate(
+            label,
+            (1.0, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(-3, 2),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            color="0.35",
+        )
+
+
 def learning_curves(report: Report, out_dir: Path) -> Path:
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     _draw_curves(ax, report.curves[report.metric], report)
+    _draw_references(ax, report.references)
     ax.set(xlabel=report.step_axis, ylabel=report.metric, title=f"{report.metric} per group")
     return _save(fig, out_dir / LEARNING_CURVES)
 

@@ -176,6 +176,9 @@ def blocks(report: Report, figures: Mapping[str, Path], title: str) -> list[Bloc
         content += [("h2", "Comparisons"), _comparison_table(report)]
         content += _figure(figures, "improvement", "Probability of improvement")
     content.append(("h2", "Learning curves"))
+    if report.references:
+        levels = ", ".join(f"{label} {value:.4g}" for label, value in report.references.items())
+        content.append(("p", f"Dotted reference lines: {levels}."))
     content += _figure(figures, "learning_curves", f"{report.metric} against {report.step_axis}")
     content += [
         ("h2", "Throughput and update cost"),

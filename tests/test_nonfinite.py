@@ -12,11 +12,17 @@ from esper.simic.settings import AgentConfig, NetworkConfig
 from esper.simic.testing import run_training
 
 
-def make_learner(policy_name: str) -> PPOLearner:
+@pytest.fixture(params=[False, True], ids=["eager", "compiled"])
+def compiled(request: pytest.FixtureRequest) -> bool:
+    """Every policy must hold on the compiled whole-step path too."""
+    return request.param
+
+
+def make_learner(policy_name: str, compile_step: bool = False) -> PPOLearner:
     torch.manual_seed(0)
     network = NetworkConfig(actor_hidden=[8], critic_hidden=[8])
     policy = ActorCritic(4, gym.spaces.Discrete(2), network)
-    config = AgentConfig(minibatch_size=16, update_epochs=2, anneal_lr=False)
+    config = AgentConfig(minibatch_size=16, update_epochs=2, anneal_lr=False, compile=compile_step)
     collector = build_collector(CollectorConfig(on_nonfinite=NonFinitePolicy(policy_name)))
     return PPOLearner(policy, config, collector, num_updates=10)
 
@@ -41,8 +47,8 @@ def weights(learner: PPOLearner) -> list[torch.Tensor]:
     return [p.detach().clone() for p in learner.policy.parameters()]
 
 
-def test_skip_drops_every_poisoned_step_and_counts_it():
-    learner = make_learner("skip")
+def test_skip_drops_every_poisoned_step_and_counts_it(compiled):
+    learner = make_learner("skip", compiled)
     before = weights(learner)
     metrics = learner.update(batch(poison=True), torch.Generator().manual_seed(0))
     # Two epochs of two minibatches; the NaN advantage poisons one minibatch per epoch.
@@ -55,13 +61,15 @@ def test_skip_drops_every_poisoned_step_and_counts_it():
     assert state["step"].item() == 2.0  # only the two clean steps counted
 
 
-def test_clean_update_reports_zero():
-    metrics = make_learner("skip").update(batch(poison=False), torch.Generator().manual_seed(0))
+def test_clean_update_reports_zero(compiled):
+    metrics = make_learner("skip", compiled).update(
+        batch(poison=False), torch.Generator().manual_seed(0)
+    )
     assert metrics["train/nonfinite_steps"] == 0.0
 
 
-def test_warn_applies_the_step_and_logs(caplog):
-    learner = make_learner("warn")
+def test_warn_applies_the_step_and_logs(caplog, compiled):
+    learner = make_learner("warn", compiled)
     metrics = learner.update(batch(poison=True), torch.Generator().manual_seed(0))
     # The first step is poisoned and applied, so NaN weights poison every later step.
     assert metrics["train/nonfinite_steps"] == 4.0
@@ -69,8 +77,8 @@ def test_warn_applies_the_step_and_logs(caplog):
     assert "non-finite gradients (applied anyway)" in caplog.text
 
 
-def test_abort_names_the_parameters_and_keeps_weights_finite():
-    learner = make_learner("abort")
+def test_abort_names_the_parameters_and_keeps_weights_finite(compiled):
+    learner = make_learner("abort", compiled)
     with pytest.raises(NonFiniteGradientsError) as error:
         learner.update(batch(poison=True), torch.Generator().manual_seed(0))
     assert "action_head.logits.weight" in error.value.parameters

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 from torch.distributions import Distribution
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call
 
 from esper.simic.agents.factored import FactoredDistribution, FactoredHead
 from esper.simic.agents.losses import (
@@ -21,6 +21,7 @@ from esper.simic.agents.losses import (
     value_loss,
 )
 from esper.simic.agents.networks import ActorCritic
+from esper.simic.agents.whole_step import CompiledStep
 from esper.simic.gradients import AsyncGradientStats, GradientCollector, NonFinitePolicy
 from esper.simic.settings import AgentConfig
 
@@ -79,10 +80,9 @@ STEP_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 class PPOLearner:
     """Owns the optimiser and the learning-rate schedule of one policy.
 
-    With ``config.compile`` the forward pass, loss and backward pass run as one
-    compiled graph (``torch.func.grad_and_value`` under ``torch.compile``). The
-    gradient collector and the optimiser stay eager, so every collector is
-    measured on the same gradients whichever path computed them.
+    With ``config.compile`` each gradient step (forward, loss, backward, the gradient
+    collector's statistics and clipping, the non-finite guard and Adam) runs as one
+    compiled graph (``whole_step.CompiledStep``); eager is the default.
     """
 
     def __init__(
@@ -124,15 +124,26 @@ class PPOLearner:
         )
         self._nonfinite_steps: list[torch.Tensor] = []
         self._nonfinite_params: list[torch.Tensor] = []
-        self._compiled_gradients = (
-            torch.compile(grad_and_value(self._functional_loss, has_aux=True))
+        self._compiled_step = (
+            CompiledStep(
+                self._functional_loss,
+                self._params,
+                self.parameter_groups,
+                collector,
+                config.max_grad_norm,
+                self.optimizer,
+            )
             if config.compile
             else None
         )
 
-    def _minibatch_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_args(self, batch: Any) -> tuple[Any, ...]:
+        """The arguments of the policy's training pass (``forward``) over a minibatch."""
+        return batch.obs, batch.action_masks
+
+    def _minibatch_loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss of one minibatch and its terms stacked as ``STEP_METRICS``."""
-        return self._objective(*self.policy(batch.obs, batch.action_masks), batch)
+        return self._objective(*self.policy(*self._forward_args(batch)), batch)
 
     def _minibatches(
         self, batch: RolloutBatch, generator: torch.Generator
@@ -146,7 +157,7 @@ class PPOLearner:
         return explained_variance(batch.values, batch.returns)
 
     def _objective(
-        self, dist: Distribution, values: torch.Tensor, batch: RolloutBatch
+        self, dist: Distribution, values: torch.Tensor, batch: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The PPO objective to minimise, and its terms stacked as ``STEP_METRICS``."""
         config = self.config
@@ -178,25 +189,24 @@ class PPOLearner:
         return dist.entropy(weights), head_means
 
     def _functional_loss(
-        self, params: tuple[torch.Tensor, ...], batch: RolloutBatch
+        self, params: tuple[torch.Tensor, ...], batch: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        dist, values = functional_call(
-            self.policy,
-            dict(zip(self._names, params, strict=True)),
-            (batch.obs, batch.action_masks),
-        )
+        """``_minibatch_loss`` as a function of the parameters, for ``torch.func``."""
+        parameters = dict(zip(self._names, params, strict=True))
+        dist, values = functional_call(self.policy, parameters, self._forward_args(batch))
         return self._objective(dist, values, batch)
 
     def _gradient_step(self, batch: Any) -> tuple[torch.Tensor, AsyncGradientStats]:
         """Forward, loss, backward, gradient statistics with clipping, optimiser step."""
-        if self._compiled_gradients is None:
-            loss, scalars = self._minibatch_loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        else:
-            grads, (_, scalars) = self._compiled_gradients(self._params, batch)
-            for param, grad in zip(self._params, grads, strict=True):
-                param.grad = grad
+        if self._compiled_step is not None:
+            step = self._compiled_step(batch)
+            self._nonfinite_steps.append(step.nonfinite)
+            if step.nonfinite_params is not None:
+                self._nonfinite_params.append(step.nonfinite_params)
+            return step.scalars, step.grad_stats
+        loss, scalars = self._minibatch_loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
         grad_stats = self.collector.collect_and_clip(
             self.parameter_groups, self.config.max_grad_norm
         )

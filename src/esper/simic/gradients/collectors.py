@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 
 from esper.simic.gradients.config import CollectorConfig, CollectorName
-from esper.simic.gradients.gather import GradBatch, gather
+from esper.simic.gradients.gather import GradBatch, GradLayout, gather
 from esper.simic.gradients.kernels import (
     clip_,
     element_counts,
@@ -31,6 +31,14 @@ from esper.simic.gradients.kernels import (
 from esper.simic.gradients.stats import AsyncGradientStats, GradientStats, materialize
 
 ParameterGroups = Mapping[str, Iterable[torch.Tensor]]
+
+
+class StepMeasurement(NamedTuple):
+    """What one step measured, as tensors: ``AsyncGradientStats`` without its layout."""
+
+    total_norm: torch.Tensor | None
+    tensor_norms: torch.Tensor | None
+    element_counts: torch.Tensor | None
 
 
 class GradientCollector(ABC):
@@ -50,7 +58,6 @@ class GradientCollector(ABC):
             )
         self.config = config
 
-    @abstractmethod
     def collect_and_clip(
         self, groups: ParameterGroups, max_norm: float | None
     ) -> AsyncGradientStats:
@@ -59,6 +66,22 @@ class GradientCollector(ABC):
         ``max_norm=None`` leaves the gradients untouched. Clipping uses the global L2 norm
         over all groups, as one ``clip_grad_norm_`` call over every parameter would.
         """
+        batch = gather(groups)
+        return self.stats(self.measure_and_clip_(batch, max_norm), batch.layout)
+
+    @abstractmethod
+    def measure_and_clip_(self, batch: GradBatch, max_norm: float | None) -> StepMeasurement:
+        """``collect_and_clip`` after the gathering: tensor work only, no Python decisions
+        on values, so a compiled training step runs it inside its graph on a ``GradBatch``
+        built from the gradients it computed (``bucket_tensors`` plans the layout)."""
+
+    @staticmethod
+    def stats(measured: StepMeasurement, layout: GradLayout) -> AsyncGradientStats:
+        """The step's ``AsyncGradientStats`` from its measurement and its static layout."""
+        norms = measured.tensor_norms
+        return AsyncGradientStats(
+            measured.total_norm, norms, None if norms is None else layout, measured.element_counts
+        )
 
     def materialize(self, steps: Sequence[AsyncGradientStats]) -> GradientStats:
         """Aggregate the steps of one update into host numbers, with one device sync."""
@@ -77,10 +100,7 @@ class _NormCollector(GradientCollector):
         """Per-tensor L2 norms of ``batch``, in its layout order."""
 
     @torch.no_grad()
-    def collect_and_clip(
-        self, groups: ParameterGroups, max_norm: float | None
-    ) -> AsyncGradientStats:
-        batch = gather(groups)
+    def measure_and_clip_(self, batch: GradBatch, max_norm: float | None) -> StepMeasurement:
         norms = self._norms(batch)
         # Counted before clipping rescales: Inf times a zero coefficient would turn into NaN.
         counts = element_counts(batch) if self.config.detail else None
@@ -90,7 +110,7 @@ class _NormCollector(GradientCollector):
             total = clip_(batch, norms, max_norm)
         else:
             total = clip_(batch, foreach_norms(batch), max_norm)
-        return AsyncGradientStats(total, norms, batch.layout, counts)
+        return StepMeasurement(total, norms, counts)
 
 
 class LoopCollector(_NormCollector):
@@ -127,14 +147,18 @@ class NoneCollector(GradientCollector):
 
     name = CollectorName.none
 
-    @torch.no_grad()
     def collect_and_clip(
         self, groups: ParameterGroups, max_norm: float | None
     ) -> AsyncGradientStats:
-        if max_norm is None:
+        if max_norm is None:  # nothing to measure or clip: skip even the gathering
             return AsyncGradientStats(None, None, None, None)
-        batch = gather(groups)
-        return AsyncGradientStats(clip_(batch, foreach_norms(batch), max_norm), None, None, None)
+        return super().collect_and_clip(groups, max_norm)
+
+    @torch.no_grad()
+    def measure_and_clip_(self, batch: GradBatch, max_norm: float | None) -> StepMeasurement:
+        if max_norm is None:
+            return StepMeasurement(None, None, None)
+        return StepMeasurement(clip_(batch, foreach_norms(batch), max_norm), None, None)
 
 
 COLLECTORS: Mapping[CollectorName, type[GradientCollector]] = {

@@ -62,21 +62,33 @@ def gather(groups: Mapping[str, Iterable[torch.Tensor]]) -> GradBatch:
     Raises ``ValueError`` if a parameter appears in two groups: the global norm would count it
     twice and clipping would scale it twice, so shared parameters need a group of their own.
     """
+    params = {name: list(group) for name, group in groups.items()}
+    flat_params = [p for group in params.values() for p in group]
+    if len(set(map(id, flat_params))) != len(flat_params):
+        raise ValueError("a parameter appears in more than one gradient group")
+    return bucket_tensors(
+        {name: [p.grad for p in group if p.grad is not None] for name, group in params.items()}
+    )
+
+
+def bucket_tensors(groups: Mapping[str, Iterable[torch.Tensor]]) -> GradBatch:
+    """Bucket the tensors of ``groups`` (name -> gradient tensors) as ``gather`` does.
+
+    Given the parameters themselves, it gives the layout and bucket order their gradients
+    will have: a compiled training step builds its ``GradBatch`` from that static plan,
+    because the bucketing itself is Python work that cannot run inside a graph.
+    """
     if RESERVED_GROUP_NAME in groups:
         raise ValueError(f"group name {RESERVED_GROUP_NAME!r} is reserved for the global norm")
     names = tuple(groups)
-    params = [list(group) for group in groups.values()]
-    flat_params = [p for group in params for p in group]
-    if len(set(map(id, flat_params))) != len(flat_params):
-        raise ValueError("a parameter appears in more than one gradient group")
+    per_group = [list(group) for group in groups.values()]
 
     dense: list[torch.Tensor] = []
     dense_bounds: list[tuple[int, int]] = []
     sparse: list[torch.Tensor] = []
     sparse_groups: list[int] = []
-    for index, group in enumerate(params):
+    for index, grads in enumerate(per_group):
         start = len(dense)
-        grads = [p.grad for p in group if p.grad is not None]
         if any(map(_is_sparse, grads)):  # rare: split the group's gradients by layout
             sparse += [g for g in grads if g.is_sparse]
             sparse_groups += [index] * (len(sparse) - len(sparse_groups))

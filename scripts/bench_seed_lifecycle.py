@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--mlp-episodes", type=int, default=2, help="mlp episodes timed")
     parser.add_argument("--reference-table", action="store_true")
     parser.add_argument("--seeds", type=int, default=1000, help="seeds per table cell")
-    parser.add_argument("--reward", default="shaped", choices=("shaped", "sparse"))
+    parser.add_argument("--reward", default="shaped", choices=("shaped", "escrow", "sparse"))
     parser.add_argument("--blueprint-table", action="store_true")
     parser.add_argument("--compare-hosts", action="store_true")
     parser.add_argument("--compare-episodes", type=int, default=5)
@@ -40,7 +40,7 @@ def main() -> None:
     if args.reference_table:
         print(f"reference returns, reward={args.reward}, {args.seeds} seeds (mean ± s.e.):\n")
         table = reference_table(args.seeds, args.reward)
-        decimals = 2 if args.reward == "shaped" else 4
+        decimals = 4 if args.reward == "sparse" else 2
         print(reference_markdown(table, decimals))
         print(f"\nREFERENCE_RETURNS_BY_REWARD[{args.reward!r}] =")
         print(reference_literal(table, decimals + 1))

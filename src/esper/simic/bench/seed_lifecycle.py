@@ -89,10 +89,12 @@ def steps_per_second(episodes: int, construction: str = "class", **env_kwargs: A
 
 
 class ReferenceEntry(NamedTuple):
-    """Mean return of one policy on one difficulty, with its standard error."""
+    """Mean return of one policy on one difficulty, its standard error, and the mean final
+    accuracy (%): the task's ground truth, which a return can hide."""
 
     mean: float
     stderr: float
+    final_accuracy: float
 
 
 def reference_table(num_seeds: int, reward: str = "shaped") -> dict[str, dict[str, ReferenceEntry]]:
@@ -104,18 +106,23 @@ def reference_table(num_seeds: int, reward: str = "shaped") -> dict[str, dict[st
             results = evaluate_policy(name, range(num_seeds), difficulty=difficulty, reward=reward)
             returns = np.array([r.episode_return for r in results])
             stderr = float(returns.std(ddof=1) / np.sqrt(len(returns))) if num_seeds > 1 else 0.0
-            table[difficulty][name] = ReferenceEntry(float(returns.mean()), stderr)
+            accuracy = float(np.mean([r.final_accuracy for r in results]))
+            table[difficulty][name] = ReferenceEntry(float(returns.mean()), stderr, accuracy)
     return table
 
 
 def reference_markdown(table: dict[str, dict[str, ReferenceEntry]], decimals: int = 2) -> str:
-    """The table as markdown, one row per difficulty: mean +- standard error."""
+    """The table as markdown, one row per difficulty: mean +- s.e. (final accuracy)."""
     lines = [
         "| difficulty | " + " | ".join(POLICY_NAMES) + " |",
         "|---|" + "---:|" * len(POLICY_NAMES),
     ]
     for difficulty, row in table.items():
-        cells = (f"{row[n].mean:.{decimals}f} ± {row[n].stderr:.{decimals}f}" for n in POLICY_NAMES)
+        cells = (
+            f"{row[n].mean:.{decimals}f} ± {row[n].stderr:.{decimals}f} "
+            f"({row[n].final_accuracy:.1f}%)"
+            for n in POLICY_NAMES
+        )
         lines.append(f"| {difficulty} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

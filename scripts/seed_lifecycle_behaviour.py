@@ -1,0 +1,127 @@
+"""What a trained seed-lifecycle agent does, beside Esper's heuristic and the oracle.
+
+A return alone can hide reward hacking: this plays the run's final policy (deterministic)
+and the reference policies on the same fresh seeds and prints, per policy, the mean
+return under a chosen reward, the final accuracy (the task's ground truth), fossilized
+seeds, how often each op is taken and the sum of each reward component per episode.
+
+python scripts/seed_lifecycle_behaviour.py outputs/2026-11-25/12-00-00 --episodes 100
+"""
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from omegaconf import OmegaConf
+
+from esper.simic.checkpoint import CHECKPOINT_DIR, FINAL_CHECKPOINT, load_checkpoint
+from esper.simic.config import load_settings
+from esper.simic.envs.normalization import make_normalizer
+from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv
+from esper.simic.envs.seed_lifecycle.policies import POLICIES, ReferencePolicy
+from esper.simic.rollout import policy_step
+from esper.simic.settings import SimicConfig
+from esper.simic.train import build_agent
+
+FRESH_SEEDS = 50_000
+"""Episodes are played on seeds from here on, away from training and eval seeds."""
+RUN_CONFIG = Path(".hydra") / "config.yaml"
+
+
+class TrainedPolicy:
+    """A run's final policy behind the reference policies' interface (deterministic)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        # The run's own resolved config: presets may have changed since it ran.
+        schema = OmegaConf.structured(SimicConfig)
+        settings = load_settings(OmegaConf.merge(schema, OmegaConf.load(run_dir / RUN_CONFIG)))
+        self.env_kwargs: dict[str, Any] = dict(settings.env.kwargs)
+        probe = SeedLifecycleEnv(**self.env_kwargs)
+        obs_dim = probe.observation_space.shape[0]
+        device = torch.device("cpu")
+        self.policy, _ = build_agent(settings, obs_dim, probe.action_space, device, 1)
+        state = load_checkpoint(run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT)
+        self.policy.load_state_dict(state["policy"])
+        env = settings.env
+        self.normalizer = make_normalizer(env.normalize_obs, (obs_dim,), env.clip_obs)
+        self.normalizer.load_state_dict(state["obs_normalizer"])
+        self._state: Any = None
+        self._start = torch.ones(1, dtype=torch.bool)
+
+    def reset(self, env: SeedLifecycleEnv, seed: int) -> None:
+        initial_state = getattr(self.policy, "initial_state", None)
+        self._state = initial_state(1) if initial_state is not None else None
+        self._start = torch.ones(1, dtype=torch.bool)
+
+    @torch.inference_mode()
+    def act(self, obs: NDArray[np.float32], info: dict[str, Any]) -> NDArray[np.int64]:
+        obs_t = torch.as_tensor(self.normalizer(obs[None], update=False), dtype=torch.float32)
+        mask = torch.as_tensor(info["action_mask"][None])
+        dist, _, self._state = policy_step(self.policy, obs_t, self._state, self._start, mask)
+        self._start = torch.zeros(1, dtype=torch.bool)
+        return dist.mode[0].numpy()
+
+
+def describe(
+    policy: ReferencePolicy | TrainedPolicy, env: SeedLifecycleEnv, episodes: int
+) -> dict[str, Any]:
+    """Per-episode means of return, final accuracy, fossilized seeds, ops and components."""
+    ops: Counter[str] = Counter()
+    components: Counter[str] = Counter()
+    returns, accuracies, fossilized = [], [], []
+    for seed in range(FRESH_SEEDS, FRESH_SEEDS + episodes):
+        obs, info = env.reset(seed=seed)
+        policy.reset(env, seed)
+        total, terminated = 0.0, False
+        while not terminated:
+            action = policy.act(obs, info)
+            obs, reward, terminated, _, info = env.step(action)
+            total += reward
+            ops[Op(int(action[0])).name] += 1
+            components.update(info["reward_components"])
+        returns.append(total)
+        accuracies.append(info["final_accuracy"])
+        fossilized.append(len(info["fossilized_blueprints"]))
+    return {
+        "return": float(np.mean(returns)),
+        "final_accuracy": float(np.mean(accuracies)),
+        "fossilized": float(np.mean(fossilized)),
+        "ops": {op.name: ops[op.name] / episodes for op in Op},
+        "components": {name: value / episodes for name, value in components.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("run_dir", type=Path, help="a finished run of a seed_lifecycle preset")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--reward", help="score under this reward (default: the run's own)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    trained = TrainedPolicy(args.run_dir)
+    env_kwargs = trained.env_kwargs | ({"reward": args.reward} if args.reward else {})
+    env = SeedLifecycleEnv(**env_kwargs)
+    print(f"{args.episodes} episodes, env {env_kwargs}\n")
+    print("| policy | return | final acc % | fossilized | ops per episode | top components |")
+    print("|---|---:|---:|---:|---|---|")
+    candidates: dict[str, ReferencePolicy | TrainedPolicy] = {"trained": trained}
+    candidates |= {name: POLICIES[name]() for name in ("heuristic", "oracle")}
+    for name, policy in candidates.items():
+        row = describe(policy, env, args.episodes)
+        ops = ", ".join(f"{op} {n:.1f}" for op, n in row["ops"].items() if n >= 0.05)
+        top = sorted(row["components"].items(), key=lambda item: -abs(item[1]))[:3]
+        terms = ", ".join(f"{term} {value:+.1f}" for term, value in top)
+        print(
+            f"| {name} | {row['return']:.3f} | {row['final_accuracy']:.1f} "
+            f"| {row['fossilized']:.2f} | {ops} | {terms} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

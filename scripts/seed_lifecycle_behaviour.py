@@ -33,13 +33,20 @@ RUN_CONFIG = Path(".hydra") / "config.yaml"
 
 
 class TrainedPolicy:
-    """A run's final policy behind the reference policies' interface (deterministic)."""
+    """A run's final policy behind the reference policies' interface.
 
-    def __init__(self, run_dir: Path) -> None:
+    It acts as the run's evaluation did: the distribution's mode under
+    ``trainer.eval_deterministic``, else a sample (``deterministic`` overrides).
+    """
+
+    def __init__(self, run_dir: Path, deterministic: bool | None = None) -> None:
         # The run's own resolved config: presets may have changed since it ran.
         schema = OmegaConf.structured(SimicConfig)
         settings = load_settings(OmegaConf.merge(schema, OmegaConf.load(run_dir / RUN_CONFIG)))
         self.env_kwargs: dict[str, Any] = dict(settings.env.kwargs)
+        self.deterministic = (
+            settings.trainer.eval_deterministic if deterministic is None else deterministic
+        )
         probe = SeedLifecycleEnv(**self.env_kwargs)
         obs_dim = probe.observation_space.shape[0]
         device = torch.device("cpu")
@@ -63,7 +70,8 @@ class TrainedPolicy:
         mask = torch.as_tensor(info["action_mask"][None])
         dist, _, self._state = policy_step(self.policy, obs_t, self._state, self._start, mask)
         self._start = torch.zeros(1, dtype=torch.bool)
-        return dist.mode[0].numpy()
+        action = dist.mode if self.deterministic else dist.sample()
+        return action[0].numpy()
 
 
 def describe(
@@ -102,12 +110,19 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a finished run of a seed_lifecycle preset")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--reward", help="score under this reward (default: the run's own)")
+    parser.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        help="act by the mode (or --no-deterministic: sample); default: as the run evaluated",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    trained = TrainedPolicy(args.run_dir)
+    torch.manual_seed(0)
+    trained = TrainedPolicy(args.run_dir, args.deterministic)
     env_kwargs = trained.env_kwargs | ({"reward": args.reward} if args.reward else {})
     env = SeedLifecycleEnv(**env_kwargs)
-    print(f"{args.episodes} episodes, env {env_kwargs}\n")
+    how = "mode" if trained.deterministic else "sampled"
+    print(f"{args.episodes} episodes, env {env_kwargs}, trained policy {how}\n")
     print("| policy | return | final acc % | fossilized | ops per episode | top components |")
     print("|---|---:|---:|---:|---|---|")
     candidates: dict[str, ReferencePolicy | TrainedPolicy] = {"trained": trained}

@@ -146,8 +146,9 @@ class AgentConfig:
     target_kl: float | None = bounded(None, gt=0)
     """Stop the update's epochs early once the approximate KL exceeds this."""
     compile: bool = False
-    """Compile forward, loss and backward into one graph (torch.compile): costs seconds
-    up front, then makes each gradient step faster. See scripts/bench_ppo.py."""
+    """Compile each whole gradient step (forward, loss, backward, gradient statistics and
+    clipping, Adam) into one graph (torch.compile): costs seconds up front, then makes
+    each step faster. Feed-forward PPO only. See scripts/bench_ppo.py."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     rnn: RNNConfig | None = None
     """Recurrent core; set by ``agent=recurrent_ppo``."""

@@ -1,10 +1,10 @@
 """Factored, masked PPO masters Esper's seed-lifecycle task (medium difficulty).
 
-The shipped presets train on the task's ground truth (SPARSE: final accuracy minus the
-fossilized params' cost), scored against Esper's heuristic controller: a normalised score
-of 1 plays as well as the heuristic, the hidden-gain oracle scores 2.07. CI budget: 40k
-env steps, a fifth of the presets' 200k (docs/seed_lifecycle.md, sec. 11, has the
-learning curves over the full budget).
+The shipped presets train on the task's ground truth (SPARSE: the accuracy the fossilized
+seeds commit, minus their params' cost), scored against Esper's heuristic controller: a
+normalised score of 1 plays as well as the heuristic, the hidden-gain oracle scores 2.18.
+CI budget: 40k env steps, a fifth of the presets' 200k (docs/seed_lifecycle.md, sec. 11,
+has the learning curves over the full budget).
 """
 
 import json

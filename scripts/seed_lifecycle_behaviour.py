@@ -80,7 +80,7 @@ def describe(
     """Per-episode means of return, final accuracy, fossilized seeds, ops and components."""
     ops: Counter[str] = Counter()
     components: Counter[str] = Counter()
-    returns, accuracies, fossilized = [], [], []
+    returns, accuracies, committed, fossilized = [], [], [], []
     for seed in range(FRESH_SEEDS, FRESH_SEEDS + episodes):
         obs, info = env.reset(seed=seed)
         policy.reset(env, seed)
@@ -93,10 +93,12 @@ def describe(
             components.update(info["reward_components"])
         returns.append(total)
         accuracies.append(info["final_accuracy"])
+        committed.append(info["final_committed_accuracy"])
         fossilized.append(len(info["fossilized_blueprints"]))
     return {
         "return": float(np.mean(returns)),
         "final_accuracy": float(np.mean(accuracies)),
+        "committed_accuracy": float(np.mean(committed)),
         "fossilized": float(np.mean(fossilized)),
         "ops": {op.name: ops[op.name] / episodes for op in Op},
         "components": {name: value / episodes for name, value in components.items()},
@@ -123,8 +125,11 @@ def main() -> None:
     env = SeedLifecycleEnv(**env_kwargs)
     how = "mode" if trained.deterministic else "sampled"
     print(f"{args.episodes} episodes, env {env_kwargs}, trained policy {how}\n")
-    print("| policy | return | final acc % | fossilized | ops per episode | top components |")
-    print("|---|---:|---:|---:|---|---|")
+    print(
+        "| policy | return | final acc % | committed acc % | fossilized | ops per episode "
+        "| top components |"
+    )
+    print("|---|---:|---:|---:|---:|---|---|")
     candidates: dict[str, ReferencePolicy | TrainedPolicy] = {"trained": trained}
     candidates |= {name: POLICIES[name]() for name in ("heuristic", "oracle")}
     for name, policy in candidates.items():
@@ -134,7 +139,7 @@ def main() -> None:
         terms = ", ".join(f"{term} {value:+.1f}" for term, value in top)
         print(
             f"| {name} | {row['return']:.3f} | {row['final_accuracy']:.1f} "
-            f"| {row['fossilized']:.2f} | {ops} | {terms} |"
+            f"| {row['committed_accuracy']:.1f} | {row['fossilized']:.2f} | {ops} | {terms} |"
         )
 
 

@@ -214,3 +214,42 @@ def test_mlp_host_is_seeded_and_runs_a_lifecycle():
     while not terminated:
         *_, terminated, _, info = env.step(make_action(Op.WAIT))
     assert 0.0 < info["final_accuracy"] < 100.0
+
+
+@pytest.mark.parametrize("host", ["surrogate", "mlp"])
+@pytest.mark.usefixtures("one_torch_thread")
+def test_committed_accuracy_counts_fossilized_seeds_only(host):
+    """A blended seed is in the accuracy but not in the committed accuracy, which SPARSE
+    pays; fossilizing commits it."""
+    env = SeedLifecycleEnv(host=host, reward="sparse", max_epochs=16, difficulty="easy")
+    env.reset(seed=1)
+    env.step(make_action(Op.GERMINATE, 0, BLUEPRINT_INDEX["conv_small"], tempo=0))
+    seed = env.seeds[0]
+    while seed.stage != SeedStage.HOLDING:
+        env.step(make_action(Op.ADVANCE, 0))
+    assert env.val_accuracy != env.all_off_accuracy  # the seed is in the output...
+    assert env.committed_accuracy == env.all_off_accuracy  # ...but not committed
+    env.step(make_action(Op.WAIT))
+    env.step(make_action(Op.FOSSILIZE, 0))
+    assert seed.stage == SeedStage.FOSSILIZED
+    terminated = False
+    while not terminated:
+        *_, terminated, _, info = env.step(make_action(Op.WAIT))
+    assert info["final_committed_accuracy"] == info["final_accuracy"]
+    assert info["reward_components"]["accuracy"] == pytest.approx(info["final_accuracy"] / 100)
+
+
+def test_sparse_pays_nothing_for_a_seed_left_blended():
+    env = SeedLifecycleEnv(reward="sparse", difficulty="easy")
+    env.reset(seed=1)
+    env.step(make_action(Op.GERMINATE, 0, BLUEPRINT_INDEX["conv_small"], tempo=0))
+    terminated = False
+    while not terminated:
+        *_, terminated, _, info = env.step(make_action(Op.ADVANCE, 0))
+    assert env.seeds[0].stage == SeedStage.HOLDING
+    assert info["final_accuracy"] > info["final_committed_accuracy"] + 1.0
+    assert info["final_committed_accuracy"] == info["final_host_accuracy"]
+    assert info["reward_components"] == {
+        "accuracy": pytest.approx(info["final_host_accuracy"] / 100),
+        "param_cost": 0.0,
+    }

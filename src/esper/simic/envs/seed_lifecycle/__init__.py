@@ -47,7 +47,8 @@ reward; :data:`SHAPED_COMPONENTS`, :data:`ESCROW_COMPONENTS` or :data:`SPARSE_CO
 ``illegal_action``, ``action_success``, ``transitions`` (list of (slot, from_stage,
 to_stage)), ``epoch`` (the epoch the action was taken in), ``accuracy`` (that epoch's
 validation accuracy, %). On the last step also ``final_accuracy``,
-``final_host_accuracy`` (all seeds off), ``fossilized_blueprints``,
+``final_host_accuracy`` (all seeds off), ``final_committed_accuracy`` (only fossilized
+seeds on, what SPARSE pays), ``fossilized_blueprints``,
 ``fossilized_params``, ``germinated_seeds``, ``pruned_seeds``.
 
 Reference policies (:mod:`.policies`) and their mean returns over 1,000 seeds

@@ -114,6 +114,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         self.val_accuracy = 0.0
         self.val_loss = 0.0
         self.all_off_accuracy = 0.0
+        self.committed_accuracy = 0.0
         self._start_episode()
 
     def _start_episode(self) -> None:
@@ -242,6 +243,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         self._recent_accuracy.append(evaluation.accuracy)
         self.val_loss = evaluation.loss
         self.all_off_accuracy = evaluation.all_off_accuracy
+        self.committed_accuracy = evaluation.committed_accuracy
         for seed, off in zip(self._seeds, evaluation.slot_off_accuracy, strict=True):
             if seed is not None and seed.stage in LIVE_STAGES:
                 seed.record_epoch(evaluation.accuracy)
@@ -252,7 +254,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         """The step's reward terms, from this epoch's measurements (before the action)."""
         if self.reward_mode == "sparse":
             return sparse_reward(
-                self.val_accuracy, self._fossilized_params(), self.epoch, self.max_epochs
+                self.committed_accuracy, self._fossilized_params(), self.epoch, self.max_epochs
             )
         effective_params, shock, occupied, fossilized = self._capacity_inputs()
         target = self._seeds[slot]
@@ -352,6 +354,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         return {
             "final_accuracy": self.val_accuracy,
             "final_host_accuracy": self.all_off_accuracy,
+            "final_committed_accuracy": self.committed_accuracy,
             "fossilized_blueprints": fossilized_blueprints,
             "fossilized_params": self._fossilized_params(),
             "germinated_seeds": self._counts["germinated"],

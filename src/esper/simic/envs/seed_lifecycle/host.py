@@ -22,6 +22,7 @@ from esper.simic.envs.seed_lifecycle.constants import (
     SURROGATE_HOST_PARAMS,
     TRAINED_STAGES,
     Difficulty,
+    SeedStage,
 )
 from esper.simic.envs.seed_lifecycle.lifecycle import Seed
 
@@ -33,6 +34,8 @@ class Evaluation(NamedTuple):
     loss: float
     all_off_accuracy: float  # every seed switched off
     slot_off_accuracy: list[float | None]  # per slot; None where the slot's alpha is 0
+    # Only FOSSILIZED seeds on: what the run keeps for good (Esper's committed accuracy).
+    committed_accuracy: float
 
 
 class Host(Protocol):
@@ -177,12 +180,14 @@ class SurrogateHost:
         host_acc = CHANCE_ACCURACY + (self._final_acc - CHANCE_ACCURACY) * progress
         noise = self._rng.normal(0.0, self._difficulty.eval_noise_pp)
         effects: list[float | None] = [None] * self._num_slots
-        total = 0.0
+        total = committed = 0.0
         for slot, seed in enumerate(seeds):
             if seed is not None and seed.controller.alpha > 0.0:
                 effect = seed.controller.alpha * self.quality(slot) * self.gain[slot]
                 effects[slot] = effect
                 total += effect
+                committed += effect if seed.stage == SeedStage.FOSSILIZED else 0.0
         accuracy = host_acc + total + noise
         slot_off = [None if e is None else accuracy - e for e in effects]
-        return Evaluation(accuracy, loss_from_accuracy(accuracy), host_acc + noise, slot_off)
+        all_off, loss = host_acc + noise, loss_from_accuracy(accuracy)
+        return Evaluation(accuracy, loss, all_off, slot_off, host_acc + committed + noise)

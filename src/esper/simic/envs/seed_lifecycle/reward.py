@@ -329,14 +329,17 @@ def germination_clawback(seeds: list[Seed | None]) -> float:
 
 
 def sparse_reward(
-    val_acc: float, fossilized_params: int, epoch: int, max_epochs: int
+    committed_acc: float, fossilized_params: int, epoch: int, max_epochs: int
 ) -> dict[str, float]:
-    """Esper's SPARSE reward: at the last epoch, accuracy / 100 minus fossilized-param cost.
+    """Esper's SPARSE reward: at the last epoch, the committed accuracy / 100 minus the
+    fossilized params' cost (``compute_sparse_reward``, L879-898).
 
-    Esper clamps the sum to [-1, 1]; it can leave that range only past 67 fossilized
-    conv_heavy seeds, so the clamp is omitted.
+    Committed accuracy counts only FOSSILIZED seeds (``vectorized_trainer.py`` L1023-1025,
+    "the ground-truth metric for permanent value"), so a seed left blended earns nothing
+    and cannot dodge the param cost. Esper clamps the sum to [-1, 1]; it can leave that
+    range only past 67 fossilized conv_heavy seeds, so the clamp is omitted.
     """
     if epoch != max_epochs:
         return {"accuracy": 0.0, "param_cost": 0.0}
     cost = SPARSE_PARAM_PENALTY_WEIGHT * fossilized_params / SPARSE_PARAM_BUDGET
-    return {"accuracy": val_acc / 100.0, "param_cost": -cost}
+    return {"accuracy": committed_acc / 100.0, "param_cost": -cost}

@@ -32,14 +32,16 @@ def compute_gae(
     is already bootstrapped into ``rewards``). ``next_value``: ``[N]``, the value of
     the observation after the last step. Returns ``(advantages, returns)``, ``[T, N]``.
     """
-    num_steps = rewards.shape[0]
     not_done = 1.0 - dones.to(rewards.dtype)
-    advantages = torch.empty_like(rewards)
+    # Everything but the recursion itself at once: the TD errors and the decay factors
+    # (the same arithmetic, in the same order, as computing them step by step).
+    following_values = torch.cat([values[1:], next_value.unsqueeze(0)])
+    deltas = rewards + gamma * following_values * not_done - values
+    decays = gamma * gae_lambda * not_done
     last_advantage = torch.zeros_like(next_value)
-    following_value = next_value
-    for t in reversed(range(num_steps)):
-        delta = rewards[t] + gamma * following_value * not_done[t] - values[t]
-        last_advantage = delta + gamma * gae_lambda * not_done[t] * last_advantage
-        advantages[t] = last_advantage
-        following_value = values[t]
-    return advantages, advantages + values
+    advantages = []
+    for delta, decay in zip(reversed(deltas.unbind(0)), reversed(decays.unbind(0)), strict=True):
+        last_advantage = delta + decay * last_advantage
+        advantages.append(last_advantage)
+    advantages_t = torch.stack(advantages[::-1])
+    return advantages_t, advantages_t + values

@@ -17,7 +17,7 @@ from gymnasium.vector import VectorEnv
 from torch.distributions import Distribution
 
 from esper.simic.agents.advantages import bootstrap_truncated, compute_gae
-from esper.simic.agents.networks import ActorCritic
+from esper.simic.agents.networks import ActorCritic, sample_with_log_prob
 from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
 from esper.simic.envs.normalization import Normalizer
 
@@ -45,6 +45,33 @@ def policy_step(
         return policy.step(obs, state, episode_start, mask)
     dist, value = policy(obs, mask)
     return dist, value, None
+
+
+def policy_act(
+    policy: Policy,
+    obs: torch.Tensor,
+    state: RecurrentState | None,
+    episode_start: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None]:
+    """``policy_step`` plus a sampled action: (action, its log-probability, value, state)."""
+    if isinstance(policy, RecurrentActorCritic):
+        assert state is not None
+        dist, value, state = policy.step(obs, state, episode_start, mask)
+        return *sample_with_log_prob(dist), value, state
+    return *policy.act(obs, mask), None
+
+
+def _check_log_probs(logp: torch.Tensor) -> None:
+    """Fail on a NaN/Inf log-probability, i.e. a policy whose action probabilities are not
+    finite: what ``torch.multinomial`` refuses at every draw, checked once per rollout."""
+    bad = ~torch.isfinite(logp)
+    if bad.any():
+        step, env = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"non-finite action log-probability at rollout step {step}, env {env}: "
+            "the policy's output is NaN or Inf"
+        )
 
 
 def policy_value(
@@ -187,33 +214,51 @@ class RolloutRunner:
 
     @torch.inference_mode()
     def _run(self) -> tuple[torch.Tensor, torch.Tensor, EpisodeStats]:
+        """Step the envs ``T`` times.
+
+        Per step only what the next step needs becomes a tensor: rewards and episode ends
+        stay NumPy rows, actions, log-probabilities and values a list, and each field is
+        copied into the storage once at the end. At CartPole's size a tensor conversion or
+        slot write costs about as much as a layer of the policy.
+        """
         storage, episodes = self.storage, EpisodeStats()
-        for t in range(storage.obs.shape[0]):
-            storage.obs[t] = self.next_obs
+        num_steps = storage.obs.shape[0]
+        obs_slots = storage.obs.unbind(0)
+        actions, logps, values = [], [], []
+        rewards = np.empty(storage.rewards.shape, dtype=np.float32)
+        dones = np.empty(storage.dones.shape, dtype=bool)
+        for t in range(num_steps):
+            obs_slots[t].copy_(self.next_obs)
             if storage.action_masks is not None:
                 storage.action_masks[t] = self.next_mask
             if self.state is not None and storage.states_h is not None:
                 storage.states_h[t] = self.state.h.transpose(0, 1)
                 if storage.states_c is not None and self.state.c is not None:
                     storage.states_c[t] = self.state.c.transpose(0, 1)
-            dist, value, self.state = policy_step(
+            action, logp, value, self.state = policy_act(
                 self.policy, self.next_obs, self.state, self.episode_start, self.next_mask
             )
-            action = dist.sample()
-            storage.actions[t] = action
-            storage.logp[t] = dist.log_prob(action)
-            storage.values[t] = value
+            actions.append(action)
+            logps.append(logp)
+            values.append(value)
             obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
-            reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+            rewards[t] = reward
             if truncated.any():
-                reward_t = self._bootstrap(reward_t, terminated, truncated, info)
-            done = torch.as_tensor(terminated | truncated, device=self.device)
-            storage.rewards[t] = reward_t
-            storage.dones[t] = done
-            self.episode_start = done
+                reward_t = torch.as_tensor(rewards[t], device=self.device)
+                rewards[t] = self._bootstrap(reward_t, terminated, truncated, info).cpu().numpy()
+            np.logical_or(terminated, truncated, out=dones[t])
+            if self.state is not None:  # a recurrent policy resets its state where they start
+                self.episode_start = torch.as_tensor(dones[t].copy(), device=self.device)
             self.next_obs = self._tensor(self.normalizer(obs, update=True))
             self.next_mask = _info_mask(info, self.device)
             episodes.record(info)
+        self.episode_start = torch.as_tensor(dones[-1].copy(), device=self.device)
+        torch.stack(actions, out=storage.actions)
+        torch.stack(logps, out=storage.logp)
+        torch.stack(values, out=storage.values)
+        storage.rewards.copy_(torch.from_numpy(rewards))
+        storage.dones.copy_(torch.from_numpy(dones))
+        _check_log_probs(storage.logp)
         next_value = policy_value(self.policy, self.next_obs, self.state, self.episode_start)
         advantages, returns = compute_gae(
             storage.rewards, storage.values, storage.dones, next_value, self.gamma, self.gae_lambda

@@ -59,6 +59,30 @@ def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
 
+def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
+    """One action per row of ``probs`` [..., A]: ``argmax(probs / E)`` with E ~ Exp(1).
+
+    This is the algorithm ``torch.multinomial`` itself runs for one sample (the exponential
+    race, equivalent to the Gumbel-max trick: the smallest of independent ``E_i / p_i``, which
+    are exponential with rate ``p_i``, is ``i`` with probability ``p_i``), on the same random
+    numbers, so it draws the very same actions. It leaves out multinomial's input checks,
+    three reductions read back to the host, which cost more than the sampling at a rollout
+    step's size; ``RolloutRunner`` checks the log-probabilities once per rollout instead.
+    """
+    race = torch.empty_like(probs).exponential_()
+    return (probs / race).argmax(-1)
+
+
+def sample_with_log_prob(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sample of ``dist`` and its log-probability; a ``Categorical`` skips the multinomial
+    checks and the broadcasting of ``log_prob`` (``sample_categorical``)."""
+    if isinstance(dist, Categorical):
+        action = sample_categorical(dist.probs)
+        return action, dist.logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+    action = dist.sample()
+    return action, dist.log_prob(action)
+
+
 class CategoricalHead(nn.Module):
     """Logits over a Discrete space, with optional invalid-action masking."""
 
@@ -68,6 +92,18 @@ class CategoricalHead(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
         return Categorical(logits=masked_logits(self.logits(features), mask), validate_args=False)
+
+    def act(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampled action and its log-probability without building the distribution.
+
+        ``log_softmax`` is one kernel where ``Categorical``'s ``logits - logsumexp`` is
+        several; the two can differ in the last bit, so rarely an action near a tie.
+        """
+        logp = masked_logits(self.logits(features), mask).log_softmax(-1)
+        action = sample_categorical(logp.exp())
+        return action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
 
 class GaussianHead(nn.Module):
@@ -146,6 +182,23 @@ class ActorCritic(nn.Module):
         actor_features = self.actor_trunk(obs)
         critic_features = actor_features if self.shared_trunk else self.critic_trunk(obs)
         return self.action_head(actor_features, mask), self.value_head(critic_features).squeeze(-1)
+
+    def act(
+        self, obs: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One rollout step: a sampled action, its log-probability and the value, ``[B]``.
+
+        A Categorical head samples without building its distribution: at a rollout step's
+        size the distribution's Python and dispatch overhead costs more than the network.
+        """
+        actor_features = self.actor_trunk(obs)
+        critic_features = actor_features if self.shared_trunk else self.critic_trunk(obs)
+        head = self.action_head
+        if isinstance(head, CategoricalHead):
+            action, logp = head.act(actor_features, mask)
+        else:
+            action, logp = sample_with_log_prob(head(actor_features, mask))
+        return action, logp, self.value_head(critic_features).squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_head(self.critic_trunk(obs)).squeeze(-1)

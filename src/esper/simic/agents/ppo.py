@@ -59,6 +59,15 @@ class RolloutBatch(NamedTuple):
         )
 
 
+class Minibatch(NamedTuple):
+    """A minibatch as its indices into the rollout batch, for the compiled step: gathered
+    inside the step's graph, the selection fuses into the loss instead of costing an
+    indexing call per field and step."""
+
+    batch: RolloutBatch
+    index: torch.Tensor
+
+
 log = logging.getLogger(__name__)
 
 
@@ -147,11 +156,12 @@ class PPOLearner:
 
     def _minibatches(
         self, batch: RolloutBatch, generator: torch.Generator
-    ) -> Iterator[RolloutBatch]:
-        """One epoch's shuffled minibatches of ``minibatch_size`` samples."""
+    ) -> Iterator[RolloutBatch | Minibatch]:
+        """One epoch's shuffled minibatches of ``minibatch_size`` samples (as ``Minibatch``
+        indices for the compiled step, which gathers them itself)."""
         order = torch.randperm(batch.obs.shape[0], generator=generator).to(batch.obs.device)
         for index in order.split(self.config.minibatch_size):
-            yield batch.select(index)
+            yield batch.select(index) if self._compiled_step is None else Minibatch(batch, index)
 
     def _explained_variance(self, batch: RolloutBatch) -> torch.Tensor:
         return explained_variance(batch.values, batch.returns)
@@ -189,9 +199,10 @@ class PPOLearner:
         return dist.entropy(weights), head_means
 
     def _functional_loss(
-        self, params: tuple[torch.Tensor, ...], batch: Any
+        self, params: tuple[torch.Tensor, ...], minibatch: Minibatch
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``_minibatch_loss`` as a function of the parameters, for ``torch.func``."""
+        batch = minibatch.batch.select(minibatch.index)
         parameters = dict(zip(self._names, params, strict=True))
         dist, values = functional_call(self.policy, parameters, self._forward_args(batch))
         return self._objective(dist, values, batch)

@@ -50,11 +50,23 @@ def foreach_norms(batch: GradBatch) -> torch.Tensor:
     The same kernel ``clip_grad_norm_`` uses (torch/nn/utils/clip_grad.py, ``_get_total_norm``);
     on CUDA it is a single multi-tensor launch per bucket instead of one launch per tensor.
     """
-    parts = [
-        torch.stack(torch._foreach_norm(bucket, 2, dtype=accumulation_dtype(bucket[0].dtype)))
-        for bucket in batch.buckets
-    ]
+    parts = [torch.stack(_bucket_norms(bucket)) for bucket in batch.buckets]
     return _assemble([*parts, *_sparse_norms(batch)], batch.device)
+
+
+def _bucket_norms(bucket: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``torch._foreach_norm`` of one bucket, or per-tensor norms while being compiled.
+
+    In a compiled graph (``whole_step``) ``_foreach_norm`` stays an opaque call between the
+    backward pass and the clipping (on CPU a loop of per-tensor norms of its own), whereas
+    per-tensor norms become reductions that inductor fuses with the clipping and the
+    optimiser step. Eager runs, which this module's collectors compare, keep the foreach
+    kernel.
+    """
+    dtype = accumulation_dtype(bucket[0].dtype)
+    if torch.compiler.is_compiling():
+        return [torch.linalg.vector_norm(g, 2, dtype=dtype) for g in bucket]
+    return torch._foreach_norm(bucket, 2, dtype=dtype)
 
 
 def total_norm(norms: torch.Tensor) -> torch.Tensor:

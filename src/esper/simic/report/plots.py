@@ -63,19 +63,21 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _draw_references(ax: Axes, references: dict[str, float]) -> None:
-    """Each reference level as a grey dotted line, labelled at its right end."""
+    """Each reference level as a grey dotted line, labelled outside the right edge (where
+    neither the curves nor the legend cover it)."""
     for label, value in references.items():
         ax.axhline(value, color="0.35", linestyle=":", linewidth=1)
         ax.annotate(
             label,
             (1.0, value),
             xycoords=("axes fraction", "data"),
-            xytext=(-3, 2),
+            xytext=(3, 0),
             textcoords="offset points",
-            ha="right",
-            va="bottom",
+            ha="left",
+            va="center",
             fontsize="small",
             color="0.35",
+            annotation_clip=False,
         )
 
 

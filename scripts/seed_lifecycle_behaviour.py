@@ -5,7 +5,7 @@ and the reference policies on the same fresh seeds and prints, per policy, the m
 return under a chosen reward, the final accuracy (the task's ground truth), fossilized
 seeds, how often each op is taken and the sum of each reward component per episode.
 
-python scripts/seed_lifecycle_behaviour.py outputs/2026-11-25/12-00-00 --episodes 100
+python scripts/seed_lifecycle_behaviour.py outputs/seed_lifecycle_rppo/<date_time> --episodes 100
 """
 
 import argparse

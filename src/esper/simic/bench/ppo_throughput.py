@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -174,8 +175,13 @@ def run_benchmark(steps: int, rounds: int, variants: list[str]) -> list[Measurem
     return measurements
 
 
-def summarize(measurements: list[Measurement]) -> list[dict[str, float | str]]:
-    """Median steps/s per variant and its ratio to its baseline's median (``BASELINE_OF``)."""
+def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
+    """Median steps/s per variant and its ratio to its baseline's median (``BASELINE_OF``).
+
+    Also the steady-state ratio within each round (``steady_round_ratios``): the two ran
+    minutes apart at most, so a slow spell of a shared machine that hit one round shows as
+    that round's outlier instead of moving a median.
+    """
     variants = list(dict.fromkeys(m.variant for m in measurements))
     medians = {
         v: {
@@ -184,25 +190,35 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, float | str]]:
         }
         for v in variants
     }
-    rows: list[dict[str, float | str]] = []
+    steady = {(m.variant, m.round): m.steady_steps_per_s for m in measurements}
+    rounds = sorted({m.round for m in measurements})
+    rows: list[dict[str, Any]] = []
     for variant in variants:
-        row: dict[str, float | str] = {"variant": variant, **medians[variant]}
+        row: dict[str, Any] = {"variant": variant, **medians[variant]}
         baseline = BASELINE_OF.get(variant)
         if baseline in medians:
             row["baseline"] = baseline
             for key in ("steady_steps_per_s", "end_to_end_steps_per_s"):
                 row[f"{key}_ratio"] = medians[variant][key] / medians[baseline][key]
+            row["steady_round_ratios"] = [
+                steady[variant, r] / steady[baseline, r]
+                for r in rounds
+                if (variant, r) in steady and (baseline, r) in steady
+            ]
         rows.append(row)
     return rows
 
 
-def format_table(rows: list[dict[str, float | str]]) -> str:
-    header = "| variant | steady steps/s | ratio | end-to-end steps/s | ratio | vs |"
-    lines = [header, "|---|---:|---:|---:|---:|---|"]
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "| variant | steady steps/s | ratio | per-round ratios | end-to-end steps/s | ratio | vs |"
+    )
+    lines = [header, "|---|---:|---:|---|---:|---:|---|"]
     for row in rows:
+        per_round = " ".join(f"{r:.2f}" for r in row.get("steady_round_ratios", []))
         lines.append(
             f"| {row['variant']} | {row['steady_steps_per_s']:.0f} | "
-            f"{row.get('steady_steps_per_s_ratio', float('nan')):.2f} | "
+            f"{row.get('steady_steps_per_s_ratio', float('nan')):.2f} | {per_round} | "
             f"{row['end_to_end_steps_per_s']:.0f} | "
             f"{row.get('end_to_end_steps_per_s_ratio', float('nan')):.2f} | "
             f"{row.get('baseline', '')} |"

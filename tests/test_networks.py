@@ -12,7 +12,7 @@ from esper.simic.agents.networks import (
     sample_categorical,
     sample_with_log_prob,
 )
-from esper.simic.settings import NetworkConfig
+from esper.simic.settings import Activation, NetworkConfig
 
 
 def test_masked_actions_are_never_sampled_and_carry_no_probability():
@@ -58,7 +58,7 @@ def test_act_samples_the_policy_distribution_exactly():
     mask = torch.tensor([True, True, False, True, True]).expand(len(obs), 5)
     with torch.no_grad():
         dist, values = policy(obs, mask)
-        actions, logp, act_values = policy.act(obs, mask)
+        actions, logp, act_values = policy.acting()(obs, mask)
     torch.testing.assert_close(logp, dist.log_prob(actions))
     torch.testing.assert_close(act_values, values)
     for row in (slice(0, 100_000), slice(100_000, None)):
@@ -68,6 +68,27 @@ def test_act_samples_the_policy_distribution_exactly():
         probs = dist.probs[row][0, legal].double()
         expected = probs / probs.sum() * 100_000
         assert chisquare(counts[legal].double(), expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("space", "config"),
+    [
+        (gym.spaces.Discrete(3), NetworkConfig(shared_trunk=True, activation=Activation.relu)),
+        (gym.spaces.Discrete(3), NetworkConfig(activation=Activation.gelu)),
+        (gym.spaces.Box(-1.0, 1.0, shape=(2,)), NetworkConfig(activation=Activation.silu)),
+        (gym.spaces.MultiDiscrete([3, 2]), NetworkConfig()),
+    ],
+    ids=["shared-relu", "gelu", "gaussian-silu", "factored"],
+)
+def test_acting_pass_computes_what_the_modules_compute(space, config):
+    torch.manual_seed(0)
+    policy = ActorCritic(3, space, config)
+    obs = torch.randn(16, 3)
+    with torch.no_grad():
+        dist, values = policy(obs)
+        actions, logp, act_values = policy.acting()(obs)
+    torch.testing.assert_close(act_values, values)
+    torch.testing.assert_close(logp, dist.log_prob(actions))
 
 
 def test_sample_with_log_prob_matches_the_distribution_for_every_head():

@@ -7,6 +7,7 @@ state across steps and rollouts, resets it where episodes start, and the storage
 keeps the state before every step so that training can replay any chunk.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -47,19 +48,30 @@ def policy_step(
     return dist, value, None
 
 
-def policy_act(
-    policy: Policy,
-    obs: torch.Tensor,
-    state: RecurrentState | None,
-    episode_start: torch.Tensor,
-    mask: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None]:
-    """``policy_step`` plus a sampled action: (action, its log-probability, value, state)."""
+Actor = Callable[
+    [torch.Tensor, RecurrentState | None, torch.Tensor, torch.Tensor | None],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None],
+]
+"""(obs, state, episode_start, mask) -> (action, its log-probability, value, next state)."""
+
+
+def rollout_actor(policy: Policy) -> Actor:
+    """``policy``'s acting step, prepared once per rollout (``ActingPass``)."""
     if isinstance(policy, RecurrentActorCritic):
-        assert state is not None
-        dist, value, state = policy.step(obs, state, episode_start, mask)
-        return *sample_with_log_prob(dist), value, state
-    return *policy.act(obs, mask), None
+
+        def recurrent_step(
+            obs: torch.Tensor,
+            state: RecurrentState | None,
+            episode_start: torch.Tensor,
+            mask: torch.Tensor | None,
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None]:
+            assert state is not None
+            dist, value, state = policy.step(obs, state, episode_start, mask)
+            return *sample_with_log_prob(dist), value, state
+
+        return recurrent_step
+    acting = policy.acting()
+    return lambda obs, _state, _episode_start, mask: (*acting(obs, mask), None)
 
 
 def _check_log_probs(logp: torch.Tensor) -> None:
@@ -224,6 +236,7 @@ class RolloutRunner:
         storage, episodes = self.storage, EpisodeStats()
         num_steps = storage.obs.shape[0]
         obs_slots = storage.obs.unbind(0)
+        act = rollout_actor(self.policy)
         actions, logps, values = [], [], []
         rewards = np.empty(storage.rewards.shape, dtype=np.float32)
         dones = np.empty(storage.dones.shape, dtype=bool)
@@ -235,8 +248,8 @@ class RolloutRunner:
                 storage.states_h[t] = self.state.h.transpose(0, 1)
                 if storage.states_c is not None and self.state.c is not None:
                     storage.states_c[t] = self.state.c.transpose(0, 1)
-            action, logp, value, self.state = policy_act(
-                self.policy, self.next_obs, self.state, self.episode_start, self.next_mask
+            action, logp, value, self.state = act(
+                self.next_obs, self.state, self.episode_start, self.next_mask
             )
             actions.append(action)
             logps.append(logp)

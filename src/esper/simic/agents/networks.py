@@ -1,6 +1,8 @@
 """Feed-forward actor-critic networks for discrete and continuous action spaces."""
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
@@ -93,18 +95,6 @@ class CategoricalHead(nn.Module):
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
         return Categorical(logits=masked_logits(self.logits(features), mask), validate_args=False)
 
-    def act(
-        self, features: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A sampled action and its log-probability without building the distribution.
-
-        ``log_softmax`` is one kernel where ``Categorical``'s ``logits - logsumexp`` is
-        several; the two can differ in the last bit, so rarely an action near a tie.
-        """
-        logp = masked_logits(self.logits(features), mask).log_softmax(-1)
-        action = sample_categorical(logp.exp())
-        return action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-
 
 class GaussianHead(nn.Module):
     """Diagonal Gaussian with a state-independent log-std; the env wrapper clips to bounds."""
@@ -183,22 +173,9 @@ class ActorCritic(nn.Module):
         critic_features = actor_features if self.shared_trunk else self.critic_trunk(obs)
         return self.action_head(actor_features, mask), self.value_head(critic_features).squeeze(-1)
 
-    def act(
-        self, obs: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One rollout step: a sampled action, its log-probability and the value, ``[B]``.
-
-        A Categorical head samples without building its distribution: at a rollout step's
-        size the distribution's Python and dispatch overhead costs more than the network.
-        """
-        actor_features = self.actor_trunk(obs)
-        critic_features = actor_features if self.shared_trunk else self.critic_trunk(obs)
-        head = self.action_head
-        if isinstance(head, CategoricalHead):
-            action, logp = head.act(actor_features, mask)
-        else:
-            action, logp = sample_with_log_prob(head(actor_features, mask))
-        return action, logp, self.value_head(critic_features).squeeze(-1)
+    def acting(self) -> "ActingPass":
+        """The rollout step (sample, log-probability, value) for the coming rollout."""
+        return ActingPass(self)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_head(self.critic_trunk(obs)).squeeze(-1)
@@ -210,3 +187,62 @@ class ActorCritic(nn.Module):
         if not self.shared_trunk:
             critic = [*self.critic_trunk.parameters(), *critic]
         return {"actor": actor, "critic": critic}
+
+
+Layer = Callable[[torch.Tensor], torch.Tensor]
+
+# Activation modules whose forward is exactly this function of the input.
+_FUNCTIONAL_ACTIVATIONS: dict[type[nn.Module], Layer] = {
+    nn.Tanh: torch.tanh,
+    nn.ReLU: torch.relu,
+    nn.SiLU: nn.functional.silu,
+}
+
+
+def _unwrapped(module: nn.Module) -> Layer:
+    """``module`` as a plain function of its input, with its parameters bound now."""
+    if isinstance(module, nn.Linear):
+        return partial(nn.functional.linear, weight=module.weight, bias=module.bias)
+    return _FUNCTIONAL_ACTIVATIONS.get(type(module), module)
+
+
+def _apply(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+class ActingPass:
+    """``ActorCritic``'s rollout step: a sampled action, its log-probability and the value.
+
+    At a rollout step's size (a few observations, 64-unit layers) ``nn.Module`` call
+    overhead, parameter look-ups and building a ``torch.distributions`` object cost more than
+    the arithmetic, so the layers are unwrapped into plain functions once and a Categorical
+    head samples from its logits directly (``sample_categorical``; one ``log_softmax``, which
+    can differ from ``Categorical``'s ``logits - logsumexp`` in the last bit). The runner
+    takes a new pass per rollout: parameters change only in updates, between rollouts, and in
+    place, so the bound ones stay the policy's own.
+    """
+
+    def __init__(self, policy: ActorCritic) -> None:
+        self._actor = [_unwrapped(m) for m in policy.actor_trunk]
+        self._critic = None if policy.shared_trunk else [_unwrapped(m) for m in policy.critic_trunk]
+        self._head = policy.action_head
+        self._logits = (
+            _unwrapped(self._head.logits) if isinstance(self._head, CategoricalHead) else None
+        )
+        self._value = _unwrapped(policy.value_head)
+
+    def __call__(
+        self, obs: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``obs`` [B, D], ``mask`` [B, A] -> action, log-probability and value, each [B]."""
+        actor = _apply(self._actor, obs)
+        critic = actor if self._critic is None else _apply(self._critic, obs)
+        if self._logits is None:
+            action, logp = sample_with_log_prob(self._head(actor, mask))
+        else:
+            log_probs = masked_logits(self._logits(actor), mask).log_softmax(-1)
+            action = sample_categorical(log_probs.exp())
+            logp = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return action, logp, self._value(critic).squeeze(-1)

@@ -223,8 +223,11 @@ class MlpHost:
                 slot_off[slot] = self._accuracy_and_loss(seeds, off)[0]
         all_off, _ = self._accuracy_and_loss(seeds, [True] * self._num_slots)
         uncommitted = [seed is None or seed.stage != SeedStage.FOSSILIZED for seed in seeds]
-        if all(uncommitted) or not any(uncommitted):  # the same network as a pass above
-            committed = all_off if all(uncommitted) else accuracy
+        # Nothing or everything fossilized: a network already measured above.
+        if all(uncommitted):
+            committed = all_off
+        elif not any(uncommitted):
+            committed = accuracy
         else:
             committed = self._accuracy_and_loss(seeds, uncommitted)[0]
         return Evaluation(accuracy, loss, all_off, slot_off, committed)

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(rows))
     print(f"materialize: one call per {args.steps_per_update} steps; us+mat adds its share.")
     print("us/call: median over blocks; min: fastest block (least interference).")
+    print("x loop, /clip_grad, bw frac: median over rounds of the ratio within each round.")
     for target in targets:
         worst = "n/a" if target["worst"] is None else f"{target['worst']:.2f}"
         verdict = "met" if target["met"] else "MISSED"

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="3 shapes, short timings")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--repeats", type=int, help="interleaved rounds (default 5, quick 3)")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds (default 15, quick 5)")
     parser.add_argument("--min-run-time", type=float, help="seconds per candidate per round")
     parser.add_argument("--steps-per-update", type=int, default=64, help="steps per materialize")
     parser.add_argument(
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     settings = {
-        "repeats": args.repeats or (3 if args.quick else 5),
-        "min_run_time": args.min_run_time or (0.05 if args.quick else 0.2),
+        "repeats": args.repeats or (5 if args.quick else 15),
+        "min_run_time": args.min_run_time or (0.03 if args.quick else 0.08),
         "threads": args.threads,
         "steps_per_update": args.steps_per_update,
         "device": args.device,

@@ -161,7 +161,7 @@ class CollectorBenchmark(Callback):
     """
 
     def __init__(
-        self, repeats: int = 5, min_run_time: float = 0.2, threads: int = 1, quick: bool = False
+        self, repeats: int = 15, min_run_time: float = 0.08, threads: int = 1, quick: bool = False
     ) -> None:
         self.repeats, self.min_run_time, self.threads = repeats, min_run_time, threads
         self.quick = quick

@@ -101,8 +101,8 @@ _COLLECTORS = {name.value for name in CollectorName}
 class BenchSettings:
     """How to time: see ``run_collector_benchmark``."""
 
-    repeats: int = 5
-    min_run_time: float = 0.2
+    repeats: int = 15
+    min_run_time: float = 0.08
     threads: int = 1
     steps_per_update: int = 64
     max_norm: float = 1.0
@@ -114,8 +114,8 @@ class BenchSettings:
 def run_collector_benchmark(
     shapes: Sequence[BenchShape] = DEFAULT_SHAPES,
     *,
-    repeats: int = 5,
-    min_run_time: float = 0.2,
+    repeats: int = 15,
+    min_run_time: float = 0.08,
     threads: int = 1,
     steps_per_update: int = 64,
     max_norm: float = 1.0,

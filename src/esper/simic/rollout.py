@@ -18,8 +18,9 @@ from gymnasium.vector import VectorEnv
 from torch.distributions import Distribution
 
 from esper.simic.agents.advantages import bootstrap_truncated, compute_gae
-from esper.simic.agents.networks import ActorCritic, sample_with_log_prob
+from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
+from esper.simic.agents.recurrent_acting import RecurrentActingPass
 from esper.simic.envs.normalization import Normalizer
 
 ACTION_MASK_KEY = "action_mask"
@@ -56,8 +57,10 @@ Actor = Callable[
 
 
 def rollout_actor(policy: Policy) -> Actor:
-    """``policy``'s acting step, prepared once per rollout (``ActingPass``)."""
+    """``policy``'s acting step, prepared once per rollout (``ActingPass`` or
+    ``RecurrentActingPass``)."""
     if isinstance(policy, RecurrentActorCritic):
+        acting_recurrent = RecurrentActingPass(policy)
 
         def recurrent_step(
             obs: torch.Tensor,
@@ -66,8 +69,7 @@ def rollout_actor(policy: Policy) -> Actor:
             mask: torch.Tensor | None,
         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None]:
             assert state is not None
-            dist, value, state = policy.step(obs, state, episode_start, mask)
-            return *sample_with_log_prob(dist), value, state
+            return acting_recurrent(obs, state, episode_start, mask)
 
         return recurrent_step
     acting = policy.acting()

@@ -199,17 +199,40 @@ _FUNCTIONAL_ACTIVATIONS: dict[type[nn.Module], Layer] = {
 }
 
 
-def _unwrapped(module: nn.Module) -> Layer:
+def unwrap_layer(module: nn.Module) -> Layer:
     """``module`` as a plain function of its input, with its parameters bound now."""
     if isinstance(module, nn.Linear):
         return partial(nn.functional.linear, weight=module.weight, bias=module.bias)
     return _FUNCTIONAL_ACTIVATIONS.get(type(module), module)
 
 
-def _apply(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
+def apply_layers(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         x = layer(x)
     return x
+
+
+class ActionSampler:
+    """A head's sampled action and its log-probability at a rollout step.
+
+    A Categorical head samples from its logits directly (``sample_categorical``; one
+    ``log_softmax``, which can differ from ``Categorical``'s ``logits - logsumexp`` in the
+    last bit) instead of building a ``torch.distributions`` object, which costs more than
+    the arithmetic at a rollout step's size. Other heads go through their distribution.
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        self._head = head
+        self._logits = unwrap_layer(head.logits) if isinstance(head, CategoricalHead) else None
+
+    def __call__(
+        self, features: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._logits is None:
+            return sample_with_log_prob(self._head(features, mask))
+        log_probs = masked_logits(self._logits(features), mask).log_softmax(-1)
+        action = sample_categorical(log_probs.exp())
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
 
 class ActingPass:
@@ -217,32 +240,25 @@ class ActingPass:
 
     At a rollout step's size (a few observations, 64-unit layers) ``nn.Module`` call
     overhead, parameter look-ups and building a ``torch.distributions`` object cost more than
-    the arithmetic, so the layers are unwrapped into plain functions once and a Categorical
-    head samples from its logits directly (``sample_categorical``; one ``log_softmax``, which
-    can differ from ``Categorical``'s ``logits - logsumexp`` in the last bit). The runner
-    takes a new pass per rollout: parameters change only in updates, between rollouts, and in
-    place, so the bound ones stay the policy's own.
+    the arithmetic, so the layers are unwrapped into plain functions once and the head
+    samples through an ``ActionSampler``. The runner takes a new pass per rollout:
+    parameters change only in updates, between rollouts, and in place, so the bound ones
+    stay the policy's own.
     """
 
     def __init__(self, policy: ActorCritic) -> None:
-        self._actor = [_unwrapped(m) for m in policy.actor_trunk]
-        self._critic = None if policy.shared_trunk else [_unwrapped(m) for m in policy.critic_trunk]
-        self._head = policy.action_head
-        self._logits = (
-            _unwrapped(self._head.logits) if isinstance(self._head, CategoricalHead) else None
+        self._actor = [unwrap_layer(m) for m in policy.actor_trunk]
+        self._critic = (
+            None if policy.shared_trunk else [unwrap_layer(m) for m in policy.critic_trunk]
         )
-        self._value = _unwrapped(policy.value_head)
+        self._sample = ActionSampler(policy.action_head)
+        self._value = unwrap_layer(policy.value_head)
 
     def __call__(
         self, obs: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``obs`` [B, D], ``mask`` [B, A] -> action, log-probability and value, each [B]."""
-        actor = _apply(self._actor, obs)
-        critic = actor if self._critic is None else _apply(self._critic, obs)
-        if self._logits is None:
-            action, logp = sample_with_log_prob(self._head(actor, mask))
-        else:
-            log_probs = masked_logits(self._logits(actor), mask).log_softmax(-1)
-            action = sample_categorical(log_probs.exp())
-            logp = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        actor = apply_layers(self._actor, obs)
+        critic = actor if self._critic is None else apply_layers(self._critic, obs)
+        action, logp = self._sample(actor, mask)
         return action, logp, self._value(critic).squeeze(-1)

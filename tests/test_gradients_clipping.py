@@ -55,11 +55,15 @@ def test_clipping_matches_clip_grad_norm(name, max_norm, dtype):
 
 @pytest.mark.parametrize("name", ALL)
 def test_no_max_norm_leaves_gradients_untouched(name):
+    """``collect_async`` and ``collect_and_clip`` without a ``max_norm`` only measure."""
     groups, params = model_groups()
     before = clone_grads(params)
-    build_collector(CollectorConfig(name=name)).collect_and_clip(groups, max_norm=None)
+    collector = build_collector(CollectorConfig(name=name))
+    measured = collector.collect_async(groups)
+    unclipped = collector.collect_and_clip(groups, max_norm=None)
     for p, grad in zip(params, before, strict=True):
         assert torch.equal(p.grad, grad)
+    assert collector.materialize([measured]) == collector.materialize([unclipped])
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -64,7 +64,7 @@ def test_thresholds_are_applied_at_materialize():
     p.grad = torch.tensor([3.0, 4.0])  # norm 5
     strict = build_collector(CollectorConfig(vanishing_threshold=6.0, exploding_threshold=7.0))
     lenient = build_collector(CollectorConfig(vanishing_threshold=1.0, exploding_threshold=4.0))
-    step = strict.collect_and_clip({"actor": [p]}, None)
+    step = strict.collect_async({"actor": [p]})
     assert strict.materialize([step]).tensors.vanishing_count == 1
     assert lenient.materialize([step]).tensors.exploding_count == 1
 
@@ -74,6 +74,6 @@ def test_detail_is_opt_in():
     p.grad = torch.tensor([0.0, 1.0])
     for detail, measured in ((False, False), (True, True)):
         collector = build_collector(CollectorConfig(detail=detail))
-        stats = collector.materialize([collector.collect_and_clip({"actor": [p]}, None)])
+        stats = collector.materialize([collector.collect_async({"actor": [p]})])
         assert (stats.elements is not None) is measured
         assert ("grad/zero_fraction" in stats.as_metrics()) is measured

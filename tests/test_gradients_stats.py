@@ -31,7 +31,7 @@ def test_hand_computed_statistics(name):
     # Norms: actor 5 and 0 (vanishing), critic 1000 (exploding).
     groups = {"actor": [param(3.0, 4.0), param(0.0, 0.0, 0.0)], "critic": [param(1000.0)]}
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip(groups, max_norm=None)])
+    stats = c.materialize([c.collect_async(groups)])
 
     assert stats.num_steps == 1
     assert stats.global_norm == pytest.approx(math.sqrt(25 + 1000**2))
@@ -67,9 +67,9 @@ def test_statistics_describe_the_gradients_before_clipping(name):
 def test_aggregation_over_steps(name):
     c = collector(name)
     a, b = param(3.0, 4.0), param(0.0)  # step 1: actor 5, critic 0 (vanishing)
-    first = c.collect_and_clip({"actor": [a], "critic": [b]}, max_norm=None)
+    first = c.collect_async({"actor": [a], "critic": [b]})
     a.grad, b.grad = torch.tensor([5.0, 12.0]), torch.tensor([200.0])  # actor 13, critic 200
-    second = c.collect_and_clip({"actor": [a], "critic": [b]}, max_norm=None)
+    second = c.collect_async({"actor": [a], "critic": [b]})
     stats = c.materialize([first, second])
 
     assert stats.num_steps == 2
@@ -105,7 +105,7 @@ def test_no_gradient_gives_empty_statistics(name, groups):
 @pytest.mark.parametrize("name", MEASURING)
 def test_single_tensor(name):
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip({"critic": [param(6.0, 8.0)]}, max_norm=None)])
+    stats = c.materialize([c.collect_async({"critic": [param(6.0, 8.0)]})])
     t = stats.tensors
     assert stats.global_norm == pytest.approx(10.0)
     assert (t.min_norm, t.max_norm, t.mean_norm, t.norm_ratio) == pytest.approx((10, 10, 10, 1))
@@ -117,7 +117,7 @@ def test_single_tensor(name):
 def test_nan_and_inf_gradients(name):
     groups = {"actor": [param(math.nan, 1.0), param(math.inf, 0.0)], "critic": [param(3.0, 4.0)]}
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip(groups, max_norm=None)])
+    stats = c.materialize([c.collect_async(groups)])
     assert math.isnan(stats.global_norm)  # as clip_grad_norm_ reports it
     t = stats.tensors
     assert t.nonfinite_count == 2
@@ -136,7 +136,7 @@ def test_nan_and_inf_gradients(name):
 @pytest.mark.parametrize("name", MEASURING)
 def test_all_norms_nonfinite(name):
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip({"actor": [param(math.nan)]}, max_norm=None)])
+    stats = c.materialize([c.collect_async({"actor": [param(math.nan)]})])
     t = stats.tensors
     assert all(math.isnan(v) for v in (t.min_norm, t.max_norm, t.mean_norm, t.norm_ratio))
     assert (t.nonfinite_count, t.exploding_count, t.health) == (1, 1, pytest.approx(0.2))
@@ -148,7 +148,7 @@ def test_fp16_norm_accumulates_in_fp32(name):
     p = torch.nn.Parameter(torch.zeros(100_000, dtype=torch.float16))
     p.grad = torch.full_like(p, 300.0)
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip({"actor": [p]}, max_norm=None)])
+    stats = c.materialize([c.collect_async({"actor": [p]})])
     assert stats.global_norm == pytest.approx(300 * math.sqrt(1e5), rel=1e-4)
     assert stats.tensors.nonfinite_count == 0
     assert stats.tensors.exploding_count == 1
@@ -160,7 +160,7 @@ def test_bf16_norm_accumulates_in_fp32(name):
     p = torch.nn.Parameter(torch.zeros(100_000, dtype=torch.bfloat16))
     p.grad = torch.full_like(p, 0.5)
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip({"actor": [p]}, max_norm=None)])
+    stats = c.materialize([c.collect_async({"actor": [p]})])
     assert stats.global_norm == pytest.approx(0.5 * math.sqrt(1e5), rel=1e-5)
 
 
@@ -172,7 +172,7 @@ def test_mixed_dtypes_inside_and_across_groups(name):
         "critic": [param(6.0, 8.0, dtype=torch.float64), param(2.0)],
     }
     c = collector(name)
-    stats = c.materialize([c.collect_and_clip(groups, max_norm=None)])
+    stats = c.materialize([c.collect_async(groups)])
     assert stats.global_norm == pytest.approx(math.sqrt(134))
     assert dict(stats.tensors.group_norms) == pytest.approx(
         {"actor": math.sqrt(30), "critic": math.sqrt(104)}
@@ -192,7 +192,7 @@ def test_sparse_gradient(name):
     assert not embedding.weight.grad.is_coalesced()
     c = collector(name)
     groups = {"actor": [embedding.weight], "critic": list(linear.parameters())}
-    stats = c.materialize([c.collect_and_clip(groups, max_norm=None)])
+    stats = c.materialize([c.collect_async(groups)])
     # Dense gradient: row 1 = 1, row 2 = 2 -> sqrt(3 * 1 + 3 * 4); linear grad = 3 * ones(3).
     assert stats.tensors.group_norms["actor"] == pytest.approx(math.sqrt(15))
     assert stats.tensors.group_norms["critic"] == pytest.approx(math.sqrt(27))
@@ -208,7 +208,7 @@ def test_none_collector_reports_only_the_clipping_norm():
     assert clipped.as_metrics() == pytest.approx(
         {"grad/steps": 1.0, "grad/global_norm": 5.0, "grad/global_norm_max": 5.0}
     )
-    unclipped = c.materialize([c.collect_and_clip({"actor": [param(3.0, 4.0)]}, max_norm=None)])
+    unclipped = c.materialize([c.collect_async({"actor": [param(3.0, 4.0)]})])
     assert unclipped.global_norm is None
     assert unclipped.as_metrics() == {"grad/steps": 1.0}
 
@@ -221,8 +221,8 @@ def test_materialize_nothing():
 
 def test_statistic_missing_in_one_step_is_not_reported():
     c = collector(CollectorName.fused)
-    measured = c.collect_and_clip({"actor": [param(3.0, 4.0)]}, max_norm=None)
-    unmeasured = collector(CollectorName.none).collect_and_clip({}, max_norm=None)
+    measured = c.collect_async({"actor": [param(3.0, 4.0)]})
+    unmeasured = collector(CollectorName.none).collect_async({})
     stats = c.materialize([measured, unmeasured])
     assert (stats.num_steps, stats.global_norm, stats.tensors) == (2, None, None)
 

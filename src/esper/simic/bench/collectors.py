@@ -167,7 +167,7 @@ def _bench_shape(bench: BenchShape, settings: BenchSettings) -> list[dict[str, A
             limit = max_norm if clip else None
             candidates[name.value, clip] = _bind(collector.collect_and_clip, groups, limit)
     fused = build_collector(CollectorConfig(name=CollectorName.fused))
-    steps = [fused.collect_and_clip(groups, None) for _ in range(settings.steps_per_update)]
+    steps = [fused.collect_async(groups) for _ in range(settings.steps_per_update)]
     candidates[_MATERIALIZE] = lambda: fused.materialize(steps)
 
     rounds = _time_interleaved(candidates, settings)

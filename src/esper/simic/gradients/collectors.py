@@ -58,6 +58,11 @@ class GradientCollector(ABC):
             )
         self.config = config
 
+    def collect_async(self, groups: ParameterGroups) -> AsyncGradientStats:
+        """Measure the gradients of ``groups`` (name -> parameters) and leave them as they
+        are: tensors only, no host sync (``collect_and_clip`` without a ``max_norm``)."""
+        return self.collect_and_clip(groups, None)
+
     def collect_and_clip(
         self, groups: ParameterGroups, max_norm: float | None
     ) -> AsyncGradientStats:

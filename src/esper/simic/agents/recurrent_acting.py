@@ -92,8 +92,8 @@ def _step_core(
 
 class RecurrentActingPass:
     """``RecurrentActorCritic.step`` followed by sampling, as plain tensor ops: the rollout's
-    step, prepared once per rollout like ``networks.ActingPass`` (whose parameters it binds
-    for the same reason)."""
+    step. Like ``networks.ActingPass`` it binds the parameters once per rollout, which the
+    runner builds anew each time (updates change the weights between rollouts)."""
 
     @torch.no_grad()
     def __init__(self, policy: RecurrentActorCritic) -> None:

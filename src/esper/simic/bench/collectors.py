@@ -171,7 +171,9 @@ def _bench_shape(bench: BenchShape, settings: BenchSettings) -> list[dict[str, A
     candidates[_MATERIALIZE] = lambda: fused.materialize(steps)
 
     rounds = _time_interleaved(candidates, settings)
-    return [_row(bench, key, rounds, settings) for key in rounds]
+    merged = {key: Measurement.merge(blocks)[0] for key, blocks in rounds.items()}
+    us_rounds = {key: [block.median * 1e6 for block in blocks] for key, blocks in rounds.items()}
+    return [_row(bench, key, merged, us_rounds, settings) for key in rounds]
 
 
 def _bind(
@@ -201,10 +203,14 @@ def _time_interleaved(
 
 
 def _row(
-    bench: BenchShape, key: Key, rounds: dict[Key, list[Measurement]], settings: BenchSettings
+    bench: BenchShape,
+    key: Key,
+    merged: dict[Key, Measurement],
+    us_rounds: dict[Key, list[float]],
+    settings: BenchSettings,
 ) -> dict[str, Any]:
+    """``key``'s row from every candidate's merged blocks and per-round medians (us)."""
     name, clip = key
-    merged = {k: Measurement.merge(blocks)[0] for k, blocks in rounds.items()}
     m = merged[key]
     us = {k: t.median * 1e6 for k, t in merged.items()}
     row: dict[str, Any] = {
@@ -217,14 +223,14 @@ def _row(
         "us": us[key],
         "us_min": min(m.times) * 1e6,
         "iqr_us": m.iqr * 1e6,
-        "us_rounds": [block.median * 1e6 for block in rounds[key]],
+        "us_rounds": us_rounds[key],
         "threads": settings.threads,
         "device": settings.device,
         "dtype": str(settings.dtype).removeprefix("torch."),
         "steps_per_update": settings.steps_per_update,
         "clock": "cpu" if settings.cpu_clock else "wall",
     }
-    row |= _paired(key, {k: [b.median * 1e6 for b in blocks] for k, blocks in rounds.items()})
+    row |= _paired(key, us_rounds)
     if name in _MEASURING:  # its share of the once-per-update materialize
         row["us_with_materialize"] = us[key] + us[_MATERIALIZE] / settings.steps_per_update
     else:

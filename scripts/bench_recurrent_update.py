@@ -150,21 +150,17 @@ def per_step_pass(
 
 
 def chunk_update(
-    policy: RecurrentActorCritic, rollout: Rollout, args: argparse.Namespace, gen: torch.Generator
+    policy: RecurrentActorCritic,
+    rollout: Rollout,
+    args: argparse.Namespace,
+    gen: torch.Generator,
+    minibatch_pass: Callable[[RecurrentActorCritic, ChunkBatch], object] = chunk_pass,
 ) -> None:
+    """One update's epochs of ``minibatch_pass`` over shuffled minibatches of chunks."""
     chunks = rollout.chunks(args.seq_len, args.burn_in)
     for _ in range(args.epochs):
         for minibatch in chunk_minibatches(chunks.lengths, args.minibatch_size, gen):
-            chunk_pass(policy, chunks.select(minibatch))
-
-
-def core_update(
-    policy: RecurrentActorCritic, rollout: Rollout, args: argparse.Namespace, gen: torch.Generator
-) -> None:
-    chunks = rollout.chunks(args.seq_len, args.burn_in)
-    for _ in range(args.epochs):
-        for minibatch in chunk_minibatches(chunks.lengths, args.minibatch_size, gen):
-            core_pass(policy, chunks.select(minibatch))
+            minibatch_pass(policy, chunks.select(minibatch))
 
 
 def per_step_update(
@@ -225,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     candidates = {
         "chunks": lambda: chunk_update(policy, rollout, args, gen),
         "per-step": lambda: per_step_update(policy, rollout, args, gen),
-        "core only": lambda: core_update(policy, rollout, args, gen),
+        "core only": lambda: chunk_update(policy, rollout, args, gen, core_pass),
     }
     for fn in candidates.values():  # warm-up
         fn()

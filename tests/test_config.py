@@ -48,8 +48,21 @@ BAD_INPUTS = [
     ("agent=recurrent_ppo agent.burn_in=20", "agent.burn_in=20 must not exceed agent.seq_len=16"),
     (
         "agent=recurrent_ppo agent.compile=true",
-        "agent.compile=true applies to feed-forward PPO only",
+        "agent.compile=true for recurrent PPO needs agent.rnn.impl=esper",
     ),
+    (
+        "agent=recurrent_ppo agent.rnn.impl=esper agent.rnn.type=gru",
+        "agent.rnn.impl=esper implements LSTM cores only, got agent.rnn.type=gru",
+    ),
+    (
+        "agent=recurrent_ppo agent.rnn.impl=esper trainer.device=cuda",
+        "agent.rnn.impl=esper runs on the CPU only, got trainer.device=cuda",
+    ),
+    (
+        "agent=recurrent_ppo agent.rnn.impl=esper agent.burn_in=4",
+        "agent.burn_in=4 needs chunks that start at episode boundaries",
+    ),
+    ("agent=recurrent_ppo agent.rnn.impl=fast", "agent.rnn.impl: Invalid value 'fast'"),
 ]
 
 

@@ -25,13 +25,7 @@ from esper.simic.settings import NetworkConfig, RNNConfig
 MASK = torch.tensor([[True, True, True], [True, False, True], [False, False, True]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: idle-spinning intra-op threads only slow them on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _padded(valid: torch.Tensor, fill: float) -> torch.Tensor:

@@ -24,13 +24,7 @@ CORES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: idle-spinning intra-op threads only slow them on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_policy(

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from esper.simic.envs.registration import register_esper_envs
-from esper.simic.settings import SimicConfig
+from esper.simic.settings import RNNConfig, RNNImpl, RNNType, SimicConfig
 
 
 class ConfigError(ValueError):
@@ -73,8 +73,13 @@ def check_cross_field(settings: SimicConfig) -> None:
             f"agent.name={agent.name} with agent.rnn {'unset' if agent.rnn is None else 'set'}: "
             "choose agent=ppo or agent=recurrent_ppo"
         )
-    if agent.rnn is not None and agent.compile:
-        raise ConfigError("agent.compile=true applies to feed-forward PPO only: set it false")
+    if agent.rnn is not None and agent.compile and agent.rnn.impl is not RNNImpl.esper:
+        raise ConfigError(
+            "agent.compile=true for recurrent PPO needs agent.rnn.impl=esper (torch's fused "
+            "LSTM/GRU cannot be compiled into the step): set one or the other"
+        )
+    if agent.rnn is not None and agent.rnn.impl is RNNImpl.esper:
+        check_esper_rnn(agent.rnn, agent.burn_in, settings.trainer.device)
     if agent.burn_in > agent.seq_len:
         raise ConfigError(
             f"agent.burn_in={agent.burn_in} must not exceed agent.seq_len={agent.seq_len}"
@@ -82,6 +87,25 @@ def check_cross_field(settings: SimicConfig) -> None:
     device = settings.trainer.device
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")
+
+
+def check_esper_rnn(rnn: RNNConfig, burn_in: int, device: str) -> None:
+    """What ``agent.rnn.impl=esper``'s kernel implements: an LSTM, on the CPU, without burn-in."""
+    if rnn.type is not RNNType.lstm:
+        raise ConfigError(
+            f"agent.rnn.impl=esper implements LSTM cores only, got agent.rnn.type="
+            f"{rnn.type.value}: set agent.rnn.impl=torch"
+        )
+    if device != "cpu":
+        raise ConfigError(
+            f"agent.rnn.impl=esper runs on the CPU only, got trainer.device={device}: set "
+            "trainer.device=cpu or agent.rnn.impl=torch"
+        )
+    if burn_in:
+        raise ConfigError(
+            f"agent.burn_in={burn_in} needs chunks that start at episode boundaries: set "
+            "agent.burn_in=0 or agent.rnn.impl=torch"
+        )
 
 
 def check_env_id(env_id: str) -> None:

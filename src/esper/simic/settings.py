@@ -43,6 +43,15 @@ class RNNType(Enum):
     gru = "gru"
 
 
+class RNNImpl(Enum):
+    """How training replays chunks (see ``agents/sequences.py`` and ``agents/lstm_resets.py``)."""
+
+    torch = "torch"
+    """Chunks split at episode starts and padded; one ``nn.LSTM``/``nn.GRU`` call per core."""
+    esper = "esper"
+    """Unpadded windows with the state reset inside; esper's C++ kernel (LSTM on the CPU)."""
+
+
 class LoggerName(Enum):
     wandb = "wandb"
     none = "none"
@@ -111,6 +120,9 @@ class RNNConfig:
     """One recurrent core for actor and critic; ``False`` gives each its own."""
     learned_initial_state: bool = False
     """Train the state episodes start from instead of starting from zeros."""
+    impl: RNNImpl = RNNImpl.torch
+    """``torch`` (any core, any device) or ``esper`` (LSTM on the CPU, no padding: faster
+    where episodes are short; builds a C++ kernel on first use)."""
 
 
 @dataclass
@@ -148,7 +160,8 @@ class AgentConfig:
     compile: bool = False
     """Compile each whole gradient step (forward, loss, backward, gradient statistics and
     clipping, Adam) into one graph (torch.compile): costs seconds up front, then makes
-    each step faster. Feed-forward PPO only. See scripts/bench_ppo.py."""
+    each step faster. Recurrent PPO compiles with ``rnn.impl=esper`` only (torch's fused
+    cores cannot be traced). See scripts/bench_ppo.py."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     rnn: RNNConfig | None = None
     """Recurrent core; set by ``agent=recurrent_ppo``."""

@@ -19,6 +19,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from esper.simic.agents.factored import FactoredSpec
+from esper.simic.agents.lstm_resets import lstm_with_resets
 from esper.simic.agents.networks import VALUE_GAIN, init_layer, make_action_head, mlp
 from esper.simic.agents.sequences import ChunkBatch
 from esper.simic.settings import NetworkConfig, RNNConfig, RNNType
@@ -122,16 +123,27 @@ class RecurrentActorCritic(nn.Module):
         """``state`` with the initial state in the columns where ``episode_start`` [N]."""
         return state.replace_where(episode_start, self.initial_state(state.h.shape[1]))
 
+    def _cores_and_inputs(
+        self, obs: torch.Tensor
+    ) -> tuple[list[nn.LSTM | nn.GRU], list[torch.Tensor]]:
+        """The cores to replay (the actor's, then the critic's when separate) and their
+        encoded inputs."""
+        actor_x = self.actor_encoder(obs)
+        if self.shared_core:
+            return [self.actor_core], [actor_x]
+        critic_x = actor_x if self.shared_encoder else self.critic_encoder(obs)
+        return [self.actor_core, self.critic_core], [actor_x, critic_x]
+
     def _features(
         self, obs: torch.Tensor, state: RecurrentState, episode_start: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, RecurrentState]:
         """Actor and critic core outputs ``[L, B, H]`` and the final state."""
         state = self.reset_state(state, episode_start)
-        actor_x = self.actor_encoder(obs)
+        cores, inputs = self._cores_and_inputs(obs)
         if self.shared_core:
-            out, final = _run_core(self.actor_core, actor_x, state)
+            out, final = _run_core(cores[0], inputs[0], state)
             return out, out, final
-        critic_x = actor_x if self.shared_encoder else self.critic_encoder(obs)
+        actor_x, critic_x = inputs
         k = self.num_layers
         actor_out, actor_final = _run_core(self.actor_core, actor_x, state.layers(0, k))
         critic_out, critic_final = _run_core(self.critic_core, critic_x, state.layers(k, 2 * k))
@@ -190,10 +202,42 @@ class RecurrentActorCritic(nn.Module):
         Kapturowski et al. 2019): refreshes a stale stored state."""
         return self._features(obs, state, episode_start)[2]
 
+    def forward_windows(
+        self,
+        obs: torch.Tensor,
+        state: RecurrentState,
+        starts: torch.Tensor,
+        action_mask: torch.Tensor | None = None,
+    ) -> tuple[Distribution, torch.Tensor, RecurrentState]:
+        """``forward_sequences`` for chunks that hold episode starts anywhere: ``starts``
+        [L, B] resets a column's state before that row (``rnn.impl=esper``: LSTM cores
+        stepped together by ``lstm_resets``)."""
+        if state.c is None:
+            raise ValueError("rnn.impl=esper replays LSTM cores only")
+        cores, inputs = self._cores_and_inputs(obs)
+        initial = self.initial_state(1)
+        assert initial.c is not None
+        lstms = [core for core in cores if isinstance(core, nn.LSTM)]
+        assert len(lstms) == len(cores)  # a GRU has no cell state: refused above
+        outputs, h, c = lstm_with_resets(
+            lstms, inputs, state.h, state.c, starts, initial.h, initial.c
+        )
+        dist = self.action_head(outputs[0], action_mask)
+        return dist, self.value_head(outputs[-1]).squeeze(-1), RecurrentState(h, c)
+
+    def forward(self, chunks: ChunkBatch) -> tuple[Distribution, torch.Tensor]:
+        """The training pass (``evaluate_chunks``), as ``torch.func.functional_call`` calls it."""
+        return self.evaluate_chunks(chunks)
+
     def evaluate_chunks(self, chunks: ChunkBatch) -> tuple[Distribution, torch.Tensor]:
         """Distribution and values over ``chunks`` [L, C]: burn-in where the chunk has it,
         then one replay of all chunks from their start states."""
         state = RecurrentState(chunks.h0, chunks.c0)
+        if chunks.starts is not None:
+            dist, values, _ = self.forward_windows(
+                chunks.obs, state, chunks.starts, chunks.action_masks
+            )
+            return dist, values
         reset = chunks.reset
         if chunks.burn_in_obs is not None and chunks.has_burn_in is not None:
             refreshed = self.burn_in(chunks.burn_in_obs, state, reset)

@@ -1,30 +1,38 @@
-"""Cut a ``[T, N]`` rollout into padded chunks of whole-episode pieces for truncated BPTT.
+"""Cut a ``[T, N]`` rollout into chunks for truncated BPTT, in one of two layouts.
 
-Design: each env's rollout is split at episode boundaries and every episode piece is cut
-into chunks of at most ``seq_len`` steps, each padded at its end to ``seq_len``. A chunk
-therefore never holds an episode start after its first step, so a minibatch of chunks is
-replayed by ONE fused ``nn.LSTM``/``nn.GRU`` call from one start state per chunk (the state
-stored at the chunk's first step, or the initial state where that step begins an episode).
-The alternative, resetting the state inside sequences (CleanRL's ppo_atari_lstm.py, and
-sb3-contrib's RecurrentPPO whenever a sequence holds an episode start), needs a Python loop
-over time steps. Padding sits after the valid steps, so a causal core never lets it touch
-a valid output; the losses mask it out (``recurrent_losses``).
+Split layout (``rnn.impl=torch``, ``build_layout``): each env's rollout is split at
+episode boundaries and every episode piece is cut into chunks of at most ``seq_len``
+steps, each padded at its end to ``seq_len``. A chunk therefore never holds an episode
+start after its first step, so a minibatch of chunks is replayed by ONE fused
+``nn.LSTM``/``nn.GRU`` call from one start state per chunk (the state stored at the
+chunk's first step, or the initial state where that step begins an episode). Resetting
+the state inside sequences instead (CleanRL's ppo_atari_lstm.py, and sb3-contrib's
+RecurrentPPO whenever a sequence holds an episode start) needs a Python loop over time
+steps around torch's cores. Padding sits after the valid steps, so a causal core never
+lets it touch a valid output; the losses mask it out (``recurrent_losses``).
+
+Window layout (``rnn.impl=esper``, ``build_window_layout``): each env's rollout is cut
+every ``seq_len`` steps whatever the episode ends, and ``starts`` marks the rows where
+the replay resets the state, which esper's LSTM kernel (``lstm_resets``) does inside the
+sequence. No padding (unless ``seq_len`` does not divide the rollout), and every
+minibatch has the same shape, which a compiled step needs.
 
 The rollout stores the hidden state at EVERY step ([T, N, K, H], K = cores x layers; with
 H=64, K=1, an LSTM's h and c take 512 B per step, less than most observations), not only
 at chunk starts: chunk starts are known only once the rollout's episode ends are, and
 burn-in needs the state ``burn_in`` steps before a chunk.
 
-Optional burn-in, after R2D2 (Kapturowski et al. 2019, "Recurrent Experience Replay in
-Distributed Reinforcement Learning"): a stored state was computed by the rollout's policy
-and goes stale as the update changes the weights, so a chunk that continues an episode is
-preceded by the ``burn_in`` steps before it, replayed without gradient from the state
-stored there to refresh the chunk's start state. Those steps are not in this chunk's loss
-but in the loss of the chunk they belong to, so every valid step is trained on exactly
-once (cutting the first steps of each chunk out of the loss instead, as a literal DRQN
-burn-in would, drops data). Chunks that begin an episode need no burn-in (their initial
-state is exact); the first chunk of an env's rollout that continues an episode from the
-previous rollout has no stored steps before it and starts from its stored state.
+Optional burn-in (split layout only), after R2D2 (Kapturowski et al. 2019, "Recurrent
+Experience Replay in Distributed Reinforcement Learning"): a stored state was computed by
+the rollout's policy and goes stale as the update changes the weights, so a chunk that
+continues an episode is preceded by the ``burn_in`` steps before it, replayed without
+gradient from the state stored there to refresh the chunk's start state. Those steps are
+not in this chunk's loss but in the loss of the chunk they belong to, so every valid step
+is trained on exactly once (cutting the first steps of each chunk out of the loss
+instead, as a literal DRQN burn-in would, drops data). Chunks that begin an episode need
+no burn-in (their initial state is exact); the first chunk of an env's rollout that
+continues an episode from the previous rollout has no stored steps before it and starts
+from its stored state.
 """
 
 from dataclasses import dataclass
@@ -60,6 +68,9 @@ class SequenceLayout:
     burn-in."""
     has_burn_in: torch.Tensor | None
     """[C] bool: the chunk is preceded by burn-in steps. None without burn-in."""
+    starts: torch.Tensor | None = None
+    """[L, C] bool, window layout only (``build_window_layout``): an episode starts at that
+    step, so the replay resets the state there. None for chunks split at episode starts."""
 
     @property
     def num_chunks(self) -> int:
@@ -142,6 +153,39 @@ def build_layout(
     )
 
 
+def build_window_layout(
+    dones: torch.Tensor, first_starts: torch.Tensor, seq_len: int
+) -> SequenceLayout:
+    """Chunk a rollout into windows: each env's steps cut every ``seq_len`` steps, whatever
+    the episode ends, with ``starts`` marking where the replay must reset the state
+    (``rnn.impl=esper``, whose kernel does that inside a sequence). Only a rollout whose
+    length ``seq_len`` does not divide has padding: its last window per env."""
+    if seq_len <= 0:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    device = dones.device
+    num_steps, num_envs = dones.shape
+    starts = torch.cat([first_starts.reshape(1, num_envs), dones[:-1]]).bool()
+    windows = -(-num_steps // seq_len)
+    # Chunk c = (env n, window w), env by env: its row r is step w * seq_len + r of env n.
+    step = torch.arange(windows).repeat(num_envs) * seq_len + torch.arange(seq_len).unsqueeze(1)
+    env = torch.arange(num_envs).repeat_interleave(windows)
+    mask = step < num_steps
+    step = torch.where(mask, step, step[0])  # padding repeats the window's first step
+    index = step * num_envs + env
+    lengths = mask.sum(0)
+    mask, index = mask.to(device), index.to(device)
+    return SequenceLayout(
+        index=index,
+        mask=mask,
+        lengths=lengths,
+        start_index=index[0],
+        reset=torch.zeros(index.shape[1], dtype=torch.bool, device=device),
+        burn_in_index=None,
+        has_burn_in=None,
+        starts=starts.flatten()[index] & mask,
+    )
+
+
 def chunk_minibatches(
     lengths: torch.Tensor, minibatch_size: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
@@ -186,6 +230,8 @@ class ChunkBatch(NamedTuple):
     has_burn_in: torch.Tensor | None
     lengths: torch.Tensor
     """[C] on the CPU."""
+    starts: torch.Tensor | None = None
+    """[L, C] bool: episode starts inside chunks (window layout); None otherwise."""
 
     @classmethod
     def from_rollout(
@@ -218,14 +264,18 @@ class ChunkBatch(NamedTuple):
             burn_in_obs=None if layout.burn_in_index is None else layout.gather_burn_in(obs),
             has_burn_in=layout.has_burn_in,
             lengths=layout.lengths,
+            starts=layout.starts,
         )
 
     def select(self, chunks: torch.Tensor) -> "ChunkBatch":
         """The chunks ``chunks`` (CPU indices), trimmed to their longest valid length so a
         minibatch of short chunks does not replay padding (no device sync: lengths are on
         the CPU)."""
-        rows = int(self.lengths[chunks].max())
-        columns = chunks.to(self.mask.device)
+        return self.take(chunks.to(self.mask.device), rows=int(self.lengths[chunks].max()))
+
+    def take(self, columns: torch.Tensor, rows: int | None = None) -> "ChunkBatch":
+        """The chunks ``columns`` (indices on the batch's device), all rows unless ``rows``:
+        no host-side value is read, so a compiled step selects its minibatch in its graph."""
 
         def steps(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x[:rows, columns]
@@ -247,5 +297,6 @@ class ChunkBatch(NamedTuple):
             reset=per_chunk(self.reset),
             burn_in_obs=None if self.burn_in_obs is None else self.burn_in_obs[:, columns],
             has_burn_in=per_chunk(self.has_burn_in),
-            lengths=self.lengths[chunks],
+            lengths=self.lengths[columns.cpu()],
+            starts=steps(self.starts),
         )

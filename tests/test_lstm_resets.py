@@ -1,0 +1,151 @@
+"""agent.rnn.impl=esper: the LSTM kernel that resets the state inside a sequence, the window
+layout it trains on, and its compiled gradient step."""
+
+import gymnasium as gym
+import pytest
+import torch
+from test_whole_step import assert_same_update
+from torch import nn
+
+from esper.simic.agents.lstm_resets import _Recurrence, lstm_with_resets
+from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
+from esper.simic.agents.recurrent_ppo import RecurrentPPOLearner
+from esper.simic.agents.sequences import ChunkBatch, build_window_layout
+from esper.simic.gradients import CollectorConfig, build_collector
+from esper.simic.settings import AgentConfig, NetworkConfig, RNNConfig, RNNImpl
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
+
+OBS_DIM = 3
+NETWORK = NetworkConfig(actor_hidden=[16], critic_hidden=[8], ortho_init=False)
+
+
+def make_policy(shared_core: bool, num_layers: int = 2, learned: bool = False):
+    torch.manual_seed(0)
+    rnn = RNNConfig(hidden_size=8, num_layers=num_layers, shared_core=shared_core)
+    policy = RecurrentActorCritic(OBS_DIM, gym.spaces.Discrete(3), NETWORK, rnn, learned)
+    if learned:
+        with torch.no_grad():
+            policy.initial_h.normal_()
+            policy.initial_c.normal_()
+    return policy
+
+
+def test_kernel_gradients_match_finite_differences_with_resets_and_initial_states():
+    generator = torch.Generator().manual_seed(0)
+    steps, cores, batch, hidden = 5, 2, 3, 4
+
+    def tensor(*shape, scale=1.0):
+        x = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
+        return x.requires_grad_()
+
+    keep = (torch.rand(steps, batch, generator=generator) > 0.3).double()
+    keep[2, 0] = 0.0  # a reset inside the sequence, whatever the draw
+    inputs = (
+        tensor(steps, cores, batch, 4 * hidden),
+        tensor(cores, 4 * hidden, hidden, scale=0.5),
+        tensor(cores, batch, hidden),
+        tensor(cores, batch, hidden),
+        keep,
+        tensor(cores, 1, hidden),
+        tensor(cores, 1, hidden),
+    )
+    hs_and_final_c = lambda *args: _Recurrence.apply(*args)[:2]  # noqa: E731
+    assert torch.autograd.gradcheck(hs_and_final_c, inputs)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_without_resets_the_kernel_is_torch_lstm(num_layers):
+    torch.manual_seed(0)
+    cores = [nn.LSTM(5, 8, num_layers), nn.LSTM(3, 8, num_layers)]
+    inputs = [torch.randn(9, 4, 5), torch.randn(9, 4, 3)]
+    h0, c0 = torch.randn(2, 2 * num_layers, 4, 8)
+    outputs, h, c = lstm_with_resets(
+        cores, inputs, h0, c0, torch.zeros(9, 4, dtype=torch.bool),
+        torch.zeros(2 * num_layers, 1, 8), torch.zeros(2 * num_layers, 1, 8),
+    )  # fmt: skip
+    for k, (core, x) in enumerate(zip(cores, inputs, strict=True)):
+        rows = slice(k * num_layers, (k + 1) * num_layers)
+        expected, (h_k, c_k) = core(x, (h0[rows], c0[rows]))
+        torch.testing.assert_close(outputs[k], expected)
+        torch.testing.assert_close(h[rows], h_k)
+        torch.testing.assert_close(c[rows], c_k)
+    # Gradients reach every weight of both cores.
+    sum(o.sum() for o in outputs).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cores[1].parameters())
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "separate"])
+@pytest.mark.parametrize("learned", [False, True], ids=["zeros", "learned"])
+def test_window_replay_equals_stepping_with_resets_mid_sequence(shared, learned):
+    policy = make_policy(shared, learned=learned)
+    steps, envs = 7, 4
+    obs = torch.randn(steps, envs, OBS_DIM)
+    init = policy.initial_state(envs)
+    state = RecurrentState(torch.randn_like(init.h), torch.randn_like(init.c))
+    starts = torch.zeros(steps, envs, dtype=torch.bool)
+    starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[6, 3] = True
+    dist, values, final = policy.forward_windows(obs, state, starts)
+    stepped = state
+    for t in range(steps):
+        step_dist, step_value, stepped = policy.step(obs[t], stepped, starts[t])
+        torch.testing.assert_close(dist.logits[t], step_dist.logits)
+        torch.testing.assert_close(values[t], step_value)
+    torch.testing.assert_close(final.h, stepped.h)
+    torch.testing.assert_close(final.c, stepped.c)
+    if learned:  # the reset target is trained through the kernel
+        values.sum().backward()
+        assert policy.initial_h.grad.abs().sum() > 0
+        assert policy.initial_c.grad.abs().sum() > 0
+
+
+def test_window_layout_cuts_every_seq_len_steps_and_marks_episode_starts():
+    dones = torch.zeros(5, 2, dtype=torch.bool)
+    dones[1, 0] = dones[3, 1] = True  # episodes start at step 2 of env 0 and 4 of env 1
+    layout = build_window_layout(dones, torch.tensor([True, False]), seq_len=3)
+    # Env 0's windows [0, 3) and [3, 5) (padded), then env 1's: flat index t * N + n.
+    assert layout.index.T.tolist() == [[0, 2, 4], [6, 8, 6], [1, 3, 5], [7, 9, 7]]
+    assert layout.mask.T.tolist() == [[True] * 3, [True, True, False]] * 2
+    assert layout.starts.T.tolist() == [
+        [True, False, True],
+        [False, False, False],
+        [False, False, False],
+        [False, True, False],
+    ]
+    assert layout.lengths.tolist() == [3, 2, 3, 2]
+    assert layout.start_index.tolist() == [0, 6, 1, 7]
+    with pytest.raises(ValueError, match="seq_len must be positive"):
+        build_window_layout(dones, torch.tensor([True, False]), seq_len=0)
+
+
+def learner(compile_step: bool) -> tuple[RecurrentPPOLearner, ChunkBatch]:
+    policy = make_policy(shared_core=False, num_layers=1, learned=True)
+    rnn = RNNConfig(hidden_size=8, shared_core=False, impl=RNNImpl.esper)
+    config = AgentConfig(
+        name="recurrent_ppo", minibatch_size=32, update_epochs=2, learning_rate=3e-3,
+        compile=compile_step, rnn=rnn, seq_len=8,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+    steps, envs = 16, 4
+    dones = torch.rand(steps, envs, generator=generator) < 0.2
+    layout = build_window_layout(dones, torch.ones(envs, dtype=torch.bool), config.seq_len)
+    init = policy.initial_state(envs)
+    stored = torch.randn(steps, envs, *init.h.shape[::2], generator=generator)
+    chunks = ChunkBatch.from_rollout(
+        layout,
+        torch.randn(steps, envs, OBS_DIM, generator=generator),
+        torch.randint(0, 3, (steps, envs), generator=generator),
+        torch.full((steps, envs), -1.1),
+        *torch.randn(3, steps, envs, generator=generator),
+        None,
+        stored,
+        stored.tanh(),
+    )
+    collector = build_collector(CollectorConfig())
+    return RecurrentPPOLearner(policy, config, collector, num_updates=4), chunks
+
+
+def test_compiled_recurrent_step_matches_the_eager_step():
+    """Two updates, eager against compiled: same weights, Adam moments and metrics."""
+    (eager, chunks), (compiled, _) = learner(False), learner(True)
+    assert_same_update(eager, compiled, chunks)

@@ -6,7 +6,8 @@ from esper.simic.bench.ppo_throughput import Measurement, format_table, summariz
 
 
 def measurement(variant: str, round_index: int, steady: float) -> Measurement:
-    return Measurement(variant, round_index, 1000, steady / 2, steady, None)
+    final_return = None if variant == "sb3" else steady / 10
+    return Measurement(variant, round_index, 1000, steady / 2, steady, final_return)
 
 
 def test_summary_gives_median_ratio_and_each_rounds_ratio():
@@ -26,4 +27,6 @@ def test_summary_gives_median_ratio_and_each_rounds_ratio():
     assert compiled["end_to_end_steps_per_s_ratio"] == pytest.approx(260.0 / 110.0)
     assert compiled["steady_round_ratios"] == pytest.approx([2.5, 1.5, 260.0 / 110.0])
     table = format_table([sb3, compiled])
-    assert "| esper-compiled | 260 | 2.36 | 2.50 1.50 2.36 | 130 | 2.36 | sb3 |" in table
+    assert compiled["final_returns"] == [25.0, 30.0, 26.0]
+    assert sb3["final_returns"] == []
+    assert "| esper-compiled | 260 | 2.36 | 2.50 1.50 2.36 | 130 | 2.36 | sb3 | 25 30 26 |" in table

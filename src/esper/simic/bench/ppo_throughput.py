@@ -5,7 +5,8 @@ Both train at rl-baselines3-zoo's CartPole settings (8 envs, n_steps 32, batch 2
 alternating round by round so that load on a shared machine hits all of them alike.
 Feed-forward variants train CartPole-v1; recurrent ones the velocity-hidden CartPole
 (``esper/StatelessCartPole-v0``) against sb3-contrib's ``RecurrentPPO`` with a 64-unit
-LSTM per head, as in its zoo settings for CartPoleNoVel.
+LSTM per head and ``VecNormalize``, as in its zoo settings for CartPoleNoVel (our preset's
+env normalises observations and rewards too).
 Steady-state steps/s leave out the first updates (where compilation happens);
 end-to-end steps/s include everything but process start-up.
 """
@@ -40,8 +41,25 @@ SB3_RECURRENT_POLICY = {
     "net_arch": {"pi": [64], "vf": [64]},
 }
 """sb3-contrib's zoo policy for CartPoleNoVel (ReLU there; tanh here, as our preset)."""
-VARIANTS = ("sb3", "esper-eager", "esper-compiled", "sb3-recurrent", "esper-recurrent")
-BASELINE_OF = {"esper-eager": "sb3", "esper-compiled": "sb3", "esper-recurrent": "sb3-recurrent"}
+VARIANTS = (
+    "sb3",
+    "esper-eager",
+    "esper-compiled",
+    "sb3-recurrent",
+    "esper-recurrent",
+    "esper-recurrent-compiled",
+)
+BASELINE_OF = {
+    "esper-eager": "sb3",
+    "esper-compiled": "sb3",
+    "esper-recurrent": "sb3-recurrent",
+    "esper-recurrent-compiled": "sb3-recurrent",
+}
+RECURRENT_COMPILED = ["agent.rnn.impl=esper", "agent.compile=true"]
+"""``esper-recurrent-compiled``: unpadded windows through esper's LSTM kernel, and each
+gradient step compiled whole; ``esper-recurrent`` is the default (torch's fused LSTM)."""
+EVAL_EPISODES = 8
+"""Deterministic episodes that score each variant's final policy (its learning result)."""
 WARMUP_UPDATES = 3
 """Updates left out of steady-state figures (compilation, allocator warm-up)."""
 
@@ -58,9 +76,9 @@ class Measurement:
 
 def measure_esper(variant: str, steps: int, round_index: int) -> Measurement:
     """Train the variant's preset (the zoo settings) without eval or checkpoints."""
-    recurrent = variant == "esper-recurrent"
+    recurrent = variant.startswith("esper-recurrent")
     experiment = "stateless_cartpole_rppo" if recurrent else "cartpole_ppo"
-    # The recurrent preset learns with 10 epochs and 8-step chunks; time it at the zoo's
+    # The recurrent preset learns with 10 epochs and 16-step chunks; time it at the zoo's
     # values instead, with chunks as long as sb3-contrib's sequences (the whole rollout).
     zoo_overrides = [
         f"agent.update_epochs={ZOO_CARTPOLE['n_epochs']}",
@@ -73,13 +91,14 @@ def measure_esper(variant: str, steps: int, round_index: int) -> Measurement:
             [
                 f"+experiment={experiment}",
                 *(zoo_overrides if recurrent else []),
+                *(RECURRENT_COMPILED if variant == "esper-recurrent-compiled" else []),
                 f"total_timesteps={steps}",
-                f"agent.compile={str(variant == 'esper-compiled').lower()}",
+                *(["agent.compile=true"] if variant == "esper-compiled" else []),
                 "logger=none",
                 "trainer.progress=off",
                 "trainer.eval_interval=0",
                 "trainer.checkpoint_interval=0",
-                "trainer.eval_episodes=1",
+                f"trainer.eval_episodes={EVAL_EPISODES}",
             ],
             Path(run_dir),
         )
@@ -104,6 +123,8 @@ def measure_sb3(variant: str, steps: int, round_index: int, seed: int = 0) -> Me
     from stable_baselines3 import PPO  # noqa: PLC0415
     from stable_baselines3.common.callbacks import BaseCallback  # noqa: PLC0415
     from stable_baselines3.common.env_util import make_vec_env  # noqa: PLC0415
+    from stable_baselines3.common.evaluation import evaluate_policy  # noqa: PLC0415
+    from stable_baselines3.common.vec_env import VecNormalize  # noqa: PLC0415
 
     class UpdateClock(BaseCallback):
         """Timestamps each rollout start, i.e. each update boundary."""
@@ -123,6 +144,8 @@ def measure_sb3(variant: str, steps: int, round_index: int, seed: int = 0) -> Me
     register_esper_envs()
     env_id = "esper/StatelessCartPole-v0" if recurrent else "CartPole-v1"
     envs = make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed)
+    if recurrent:  # the zoo's `normalize: true` for CartPoleNoVel; our preset's env does too
+        envs = VecNormalize(envs, gamma=zoo["gamma"])
     algorithm, policy, extra = (
         (RecurrentPPO, "MlpLstmPolicy", {"policy_kwargs": SB3_RECURRENT_POLICY})
         if recurrent
@@ -149,6 +172,9 @@ def measure_sb3(variant: str, steps: int, round_index: int, seed: int = 0) -> Me
     elapsed = time.perf_counter() - start
     stamps = [*clock.stamps, time.perf_counter()][WARMUP_UPDATES:]
     batch = zoo["n_envs"] * zoo["n_steps"]
+    if isinstance(envs, VecNormalize):  # score with frozen statistics and raw rewards
+        envs.training, envs.norm_reward = False, False
+    final_return, _ = evaluate_policy(model, envs, n_eval_episodes=EVAL_EPISODES)
     envs.close()
     return Measurement(
         variant=variant,
@@ -156,7 +182,7 @@ def measure_sb3(variant: str, steps: int, round_index: int, seed: int = 0) -> Me
         env_steps=model.num_timesteps,
         end_to_end_steps_per_s=model.num_timesteps / elapsed,
         steady_steps_per_s=(len(stamps) - 1) * batch / (stamps[-1] - stamps[0]),
-        final_return=None,
+        final_return=float(final_return),
     )
 
 
@@ -180,7 +206,9 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
 
     Also the steady-state ratio within each round (``steady_round_ratios``): the two ran
     minutes apart at most, so a slow spell of a shared machine that hit one round shows as
-    that round's outlier instead of moving a median.
+    that round's outlier instead of moving a median. ``final_returns``: each round's
+    learning result, in round order (a learner's speed can depend on what it has learnt:
+    longer episodes, fewer sequences to replay).
     """
     variants = list(dict.fromkeys(m.variant for m in measurements))
     medians = {
@@ -195,6 +223,11 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for variant in variants:
         row: dict[str, Any] = {"variant": variant, **medians[variant]}
+        row["final_returns"] = [
+            m.final_return
+            for m in measurements
+            if m.variant == variant and m.final_return is not None
+        ]
         baseline = BASELINE_OF.get(variant)
         if baseline in medians:
             row["baseline"] = baseline
@@ -211,17 +244,19 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        "| variant | steady steps/s | ratio | per-round ratios | end-to-end steps/s | ratio | vs |"
+        "| variant | steady steps/s | ratio | per-round ratios | end-to-end steps/s | ratio | vs "
+        "| final returns |"
     )
-    lines = [header, "|---|---:|---:|---|---:|---:|---|"]
+    lines = [header, "|---|---:|---:|---|---:|---:|---|---|"]
     for row in rows:
         per_round = " ".join(f"{r:.2f}" for r in row.get("steady_round_ratios", []))
+        returns = " ".join(f"{r:.0f}" for r in row.get("final_returns", []))
         lines.append(
             f"| {row['variant']} | {row['steady_steps_per_s']:.0f} | "
             f"{row.get('steady_steps_per_s_ratio', float('nan')):.2f} | {per_round} | "
             f"{row['end_to_end_steps_per_s']:.0f} | "
             f"{row.get('end_to_end_steps_per_s_ratio', float('nan')):.2f} | "
-            f"{row.get('baseline', '')} |"
+            f"{row.get('baseline', '')} | {returns} |"
         )
     return "\n".join(lines)
 

@@ -102,15 +102,16 @@ std::vector<at::Tensor> forward(const at::Tensor& xg, const at::Tensor& w_hh, co
   return {hs, cs, gates, h_prev, c_prev, tanh_c};
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& grad_hs, const at::Tensor& grad_hT,
-                                 const at::Tensor& grad_cT, const at::Tensor& w_hh,
-                                 const at::Tensor& keep, const at::Tensor& gates,
-                                 const at::Tensor& h_prev, const at::Tensor& c_prev,
-                                 const at::Tensor& tanh_c) {
+// grad_hs: the gradient of h at every step (the final h's included: it is hs[T - 1]);
+// grad_cT: that of the final c.
+std::vector<at::Tensor> backward(const at::Tensor& grad_hs, const at::Tensor& grad_cT,
+                                 const at::Tensor& w_hh, const at::Tensor& keep,
+                                 const at::Tensor& gates, const at::Tensor& h_prev,
+                                 const at::Tensor& c_prev, const at::Tensor& tanh_c) {
   const int64_t T = gates.size(0), K = gates.size(1), B = gates.size(2), H = w_hh.size(2);
   auto opts = gates.options();
   at::Tensor d_gates = at::empty({T, K, B, 4 * H}, opts);
-  at::Tensor dh = grad_hT.contiguous().clone(), dc = grad_cT.contiguous().clone();
+  at::Tensor dh = at::zeros({K, B, H}, opts), dc = grad_cT.contiguous().clone();
   at::Tensor dh_prev = at::empty({K, B, H}, opts), dc_prev = at::empty({K, B, H}, opts);
   at::Tensor d_init_h = at::zeros({K, 1, H}, opts), d_init_c = at::zeros({K, 1, H}, opts);
   at::Tensor ghs = grad_hs.contiguous();
@@ -178,6 +179,6 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_hs, const at::Tensor& gr
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "LSTM over [T] steps with resets (xg, w_hh, h0, c0, keep, init_h, init_c)");
-  m.def("backward", &backward, "its backward");
+  m.def("forward", &forward, "the recurrence: (xg, w_hh, h0, c0, keep, init_h, init_c)");
+  m.def("backward", &backward, "its gradients: (grad_hs, grad_cT, w_hh, keep, activations)");
 }

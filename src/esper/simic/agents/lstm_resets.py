@@ -2,7 +2,7 @@
 
 torch's fused LSTM cannot reset its state inside a sequence, so the default layout
 (``rnn.impl=torch``) splits chunks at episode ends and pads them; at CartPole's episode
-lengths that pads 256 rollout steps to ~450 slots, and the kernel's cost is per slot. This
+lengths that pads 256 rollout steps to ~400-640 slots, and the kernel's cost is per slot. This
 path keeps every chunk a plain window of ``seq_len`` steps and resets the state where an
 episode starts inside it, in a small C++ kernel (``lstm_resets.cpp``, built on first use
 with torch's extension loader): no padding, and the actor's and critic's cores step
@@ -107,9 +107,8 @@ def _recurrence_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``_recurrence``'s inputs xg, w_hh, h0, c0, init_h, init_c from those of
     h at every step and of the final c."""
-    zeros = torch.zeros_like(grad_c)
     d_xg, d_w_hh, d_h0, d_c0, d_init_h, d_init_c = extension().backward(
-        grad_hs, zeros, grad_c, w_hh, keep, gates, h_prev, c_prev, tanh_c
+        grad_hs, grad_c, w_hh, keep, gates, h_prev, c_prev, tanh_c
     )
     return d_xg, d_w_hh, d_h0, d_c0, d_init_h, d_init_c
 

@@ -121,8 +121,8 @@ class RNNConfig:
     learned_initial_state: bool = False
     """Train the state episodes start from instead of starting from zeros."""
     impl: RNNImpl = RNNImpl.torch
-    """``torch`` (any core, any device) or ``esper`` (LSTM on the CPU, no padding: faster
-    where episodes are short; builds a C++ kernel on first use)."""
+    """``torch`` (any core, any device) or ``esper`` (LSTM on the CPU, no padding, and a
+    whole step compiles with ``agent.compile``; builds a C++ kernel on first use)."""
 
 
 @dataclass

@@ -214,6 +214,7 @@ def lstm_with_resets(
         finals_c.append(c)
     # Back from (layer, core) order to the state's (core, layer) order.
     position = {row: i for i, row in enumerate(order)}
-    h = torch.cat(finals_h)[[position[row] for row in range(len(order))]]
-    c = torch.cat(finals_c)[[position[row] for row in range(len(order))]]
+    state_order = [position[row] for row in range(len(order))]
+    h = torch.cat(finals_h)[state_order]
+    c = torch.cat(finals_c)[state_order]
     return inputs, h, c

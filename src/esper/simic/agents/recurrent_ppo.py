@@ -64,6 +64,8 @@ class RecurrentPPOLearner(PPOLearner):
     def _gradient_step(
         self, batch: ChunkBatch | Minibatch
     ) -> tuple[torch.Tensor, AsyncGradientStats]:
+        if self._compiled_step is None:
+            return super()._gradient_step(batch)
         # The compiled step reads the LSTM modules' weights (never calls them), which dynamo
         # refuses to touch unless told that RNN modules are fine to trace.
         with torch._dynamo.config.patch(allow_rnn=True):
@@ -75,10 +77,7 @@ class RecurrentPPOLearner(PPOLearner):
         """Shuffled minibatches of whole chunks (as ``Minibatch`` indices for the compiled
         step, which selects them in its graph: windows need no trimming of rows)."""
         for chunks in chunk_minibatches(batch.lengths, self.config.minibatch_size, generator):
-            if self._compiled_step is None:
-                yield batch.select(chunks)
-            else:
-                yield Minibatch(batch, chunks.to(batch.mask.device))
+            yield batch.select(chunks) if self._compiled_step is None else Minibatch(batch, chunks)
 
     def _minibatch_loss(self, batch: ChunkBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return self._sequence_objective(*self.recurrent_policy(batch), batch)

@@ -271,11 +271,12 @@ class ChunkBatch(NamedTuple):
         """The chunks ``chunks`` (CPU indices), trimmed to their longest valid length so a
         minibatch of short chunks does not replay padding (no device sync: lengths are on
         the CPU)."""
-        return self.take(chunks.to(self.mask.device), rows=int(self.lengths[chunks].max()))
+        return self.take(chunks, rows=int(self.lengths[chunks].max()))
 
-    def take(self, columns: torch.Tensor, rows: int | None = None) -> "ChunkBatch":
-        """The chunks ``columns`` (indices on the batch's device), all rows unless ``rows``:
-        no host-side value is read, so a compiled step selects its minibatch in its graph."""
+    def take(self, chunks: torch.Tensor, rows: int | None = None) -> "ChunkBatch":
+        """The chunks ``chunks`` (CPU indices), all rows unless ``rows``: no value is read
+        back from the device, so a compiled step selects its minibatch in its graph."""
+        columns = chunks.to(self.mask.device)
 
         def steps(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x[:rows, columns]
@@ -297,6 +298,6 @@ class ChunkBatch(NamedTuple):
             reset=per_chunk(self.reset),
             burn_in_obs=None if self.burn_in_obs is None else self.burn_in_obs[:, columns],
             has_burn_in=per_chunk(self.has_burn_in),
-            lengths=self.lengths[columns.cpu()],
+            lengths=self.lengths[chunks],
             starts=steps(self.starts),
         )

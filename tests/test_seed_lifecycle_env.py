@@ -178,18 +178,7 @@ def test_surrogate_seed_quality_ramps_and_enters_in_proportion_to_alpha():
         assert env.val_accuracy - env.all_off_accuracy == pytest.approx(expected)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny networks run fastest, and steadiest on a shared machine, on one thread."""
-    import torch  # noqa: PLC0415 (only the mlp tests need torch)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.usefixtures("one_thread")
 def test_mlp_host_is_seeded_and_runs_a_lifecycle():
     env = SeedLifecycleEnv(host="mlp", max_epochs=10)
     assert 6000 < env.host.host_params < 7000
@@ -217,7 +206,7 @@ def test_mlp_host_is_seeded_and_runs_a_lifecycle():
 
 
 @pytest.mark.parametrize("host", ["surrogate", "mlp"])
-@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.usefixtures("one_thread")
 def test_committed_accuracy_counts_fossilized_seeds_only(host):
     """A blended seed is in the accuracy but not in the committed accuracy, which SPARSE
     pays; fossilizing commits it."""

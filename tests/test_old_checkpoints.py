@@ -1,0 +1,60 @@
+"""Checkpoints written before the one-PPO-core redesign (commit 2cce418) still load and resume.
+
+The fixtures are killed-looking run dirs (``fixtures/checkpoints_2cce418/README.md``): a
+feed-forward, a recurrent and a factored (seed-lifecycle) run, each with one periodic
+checkpoint at update 20 or 16 and its history trimmed to that step.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from esper.simic.checkpoint import load_checkpoint
+from esper.simic.testing import compose_settings, run_training
+from esper.simic.train import Trainer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints_2cce418"
+RUNS = ["ppo", "recurrent_ppo", "factored_ppo"]
+
+
+def copied_run(name: str, tmp_path: Path) -> tuple[Path, list[str], Path]:
+    run_dir = tmp_path / name
+    shutil.copytree(FIXTURES / name, run_dir)
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    (checkpoint,) = (run_dir / "checkpoints").glob("checkpoint_*.pt")
+    return run_dir, overrides, checkpoint
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_an_old_checkpoint_restores_every_weight(name, tmp_path, one_thread):
+    run_dir, overrides, checkpoint = copied_run(name, tmp_path)
+    state = load_checkpoint(checkpoint)
+    settings, container = compose_settings(overrides)
+    trainer = Trainer(settings, run_dir, container)
+    try:
+        trainer.restore(state)
+        restored = trainer.policy.state_dict()
+        assert restored.keys() == state["policy"].keys()
+        for key, value in state["policy"].items():
+            torch.testing.assert_close(restored[key], value, rtol=0, atol=0)
+        assert trainer.global_step == state["counters"]["global_step"]
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_an_old_run_resumes_to_its_end_with_every_step_once(name, tmp_path, one_thread):
+    run_dir, overrides, _ = copied_run(name, tmp_path)
+    result = run_training([*overrides, f"resume={run_dir}"], run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["global_step"] for row in rows if "train/policy_loss" in row]
+    assert steps == sorted(set(steps))
+    assert steps[-1] == result.total_env_steps
+    assert result.total_env_steps >= 6000
+    assert load_checkpoint(run_dir / "checkpoints" / "final.pt")["counters"]["global_step"] == (
+        result.total_env_steps
+    )

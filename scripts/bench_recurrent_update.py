@@ -9,8 +9,8 @@ RecurrentPPO benchmark's 8 envs x 32 steps, batch 256, 20 epochs) on CartPole-si
 (velocity-hidden CartPole: 2 observations, 2 actions). The optimiser step is left out: it
 costs the same on both paths.
 
-- ``chunks``: ``sequences.build_layout`` + ``ChunkBatch`` once per update, then per
-  minibatch ``RecurrentActorCritic.evaluate_chunks``: one core call over ``[L, chunks]``.
+- ``chunks``: the ``SequenceChunks`` batching strategy prepares the rollout once per
+  update, then per minibatch the policy's training pass: one core call over ``[L, chunks]``.
 - ``per-step``: CleanRL ppo_atari_lstm.py's replay: encoder and heads batched over the
   rollout, but one core call per time step with the state reset where an episode starts.
 - ``core only``: the fused core's forward and backward over the same minibatches, nothing
@@ -24,17 +24,21 @@ import statistics
 import time
 from collections.abc import Callable
 
-import gymnasium as gym
 import torch
 
-from esper.simic.agents.losses import clipped_surrogate_loss, normalize_advantages, value_loss
-from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
-from esper.simic.agents.recurrent_losses import sequence_ppo_loss
-from esper.simic.agents.sequences import ChunkBatch, build_layout, chunk_minibatches
+from esper.simic.agents import batches
+from esper.simic.agents.batches import TrainingBatch
+from esper.simic.agents.batching import SequenceChunks
+from esper.simic.agents.heads import DiscreteActions
+from esper.simic.agents.losses import LossCoefficients, ppo_loss
+from esper.simic.agents.policy import PolicyState
+from esper.simic.agents.recurrent import RecurrentActorCritic
 from esper.simic.settings import NetworkConfig, RNNConfig, RNNType
 
 OBS_DIM = 2
-CLIP, VF_COEF = 0.2, 0.5
+COEFFICIENTS = LossCoefficients(
+    clip_coef=0.2, value_clip=None, norm_adv=True, ent_coef=0.0, vf_coef=0.5
+)
 
 
 class Rollout:
@@ -51,7 +55,7 @@ class Rollout:
             4, steps, envs, generator=gen
         )
         init = policy.initial_state(envs)
-        self.state0 = RecurrentState(
+        self.state0 = PolicyState(
             torch.randn(init.h.shape, generator=gen),
             None if init.c is None else torch.randn(init.c.shape, generator=gen),
         )
@@ -61,55 +65,40 @@ class Rollout:
             for t in range(steps):
                 hs.append(state.h.transpose(0, 1))
                 cs.append(None if state.c is None else state.c.transpose(0, 1))
-                _, _, state = policy.step(self.obs[t], state, self.starts[t])
+                state = policy.acting()(self.obs[t], state, self.starts[t], None)[3]
         self.states_h = torch.stack(hs)
         self.states_c = None if state.c is None else torch.stack(cs)
 
-    def chunks(self, seq_len: int, burn_in: int) -> ChunkBatch:
-        """Once per update: the layout and the gathered chunks."""
-        layout = build_layout(self.dones, self.first, seq_len, burn_in)
-        return ChunkBatch.from_rollout(
-            layout,
-            self.obs,
-            self.actions,
-            self.logp,
-            self.values,
-            self.advantages,
-            self.returns,
-            None,
-            self.states_h,
-            self.states_c,
-        )
+    def batches(self) -> batches.Rollout:
+        return batches.Rollout(
+            self.obs, self.actions, self.logp, self.values, self.advantages, self.returns,
+            self.dones, None, self.states_h, self.states_c, self.first,
+        )  # fmt: skip
 
 
-def chunk_pass(policy: RecurrentActorCritic, chunks: ChunkBatch) -> torch.Tensor:
+def chunking(args: argparse.Namespace) -> SequenceChunks:
+    return SequenceChunks(args.seq_len, args.minibatch_size, args.burn_in)
+
+
+def chunk_pass(policy: RecurrentActorCritic, chunks: TrainingBatch) -> torch.Tensor:
     """Forward, loss and backward of one minibatch of chunks."""
-    dist, values = policy.evaluate_chunks(chunks)
-    terms = sequence_ppo_loss(
-        dist.log_prob(chunks.actions),
-        dist.entropy(),
-        values,
-        chunks.logp,
-        chunks.values,
-        chunks.advantages,
-        chunks.returns,
-        chunks.mask,
-        clip_coef=CLIP,
-        value_clip=None,
-        norm_adv=True,
-        ent_coef=0.0,
-        vf_coef=VF_COEF,
-    )
+    out = policy(chunks)
+    terms = ppo_loss(
+        out.dist.log_prob(chunks.actions), out.entropy, out.values, chunks.logp, chunks.values,
+        chunks.advantages, chunks.returns, chunks.mask, COEFFICIENTS,
+    )  # fmt: skip
     terms.loss.backward()
     return terms.loss
 
 
-def core_pass(policy: RecurrentActorCritic, chunks: ChunkBatch) -> None:
+def core_pass(policy: RecurrentActorCritic, chunks: TrainingBatch) -> None:
     """The fused core alone over one minibatch of chunks, forward and backward (including
     the input gradient, as in ``chunk_pass``): the part of ``chunk_pass`` that no change
     outside the core's kernel can remove."""
+    memory = chunks.memory
+    assert memory is not None
     features = policy.actor_encoder(chunks.obs).detach().requires_grad_()
-    state = policy.reset_state(RecurrentState(chunks.h0, chunks.c0), chunks.reset)
+    state = policy.reset_state(PolicyState(memory.h0, memory.c0), memory.reset)
     if state.c is None:
         out, _ = policy.actor_core(features, state.h.contiguous())
     else:
@@ -125,28 +114,27 @@ def per_step_pass(
     first state, reset where an episode starts. Shared core only, as in CleanRL."""
     features = policy.actor_encoder(rollout.obs[:, envs])
     h = rollout.state0.h[:, envs]
-    state = RecurrentState(h, None if rollout.state0.c is None else rollout.state0.c[:, envs])
+    state = PolicyState(h, None if rollout.state0.c is None else rollout.state0.c[:, envs])
     outputs = []
     for t in range(features.shape[0]):
         state = policy.reset_state(state, rollout.starts[t, envs])
         if state.c is None:
             out, h = policy.actor_core(features[t : t + 1], state.h.contiguous())
-            state = RecurrentState(h, None)
+            state = PolicyState(h, None)
         else:
             out, (h, c) = policy.actor_core(features[t : t + 1], (state.h, state.c))
-            state = RecurrentState(h, c)
+            state = PolicyState(h, c)
         outputs.append(out)
     hidden = torch.cat(outputs)
-    logp = policy.action_head(hidden).log_prob(rollout.actions[:, envs]).flatten()
-    values = policy.value_head(hidden).flatten()
-    advantages = normalize_advantages(rollout.advantages[:, envs].flatten())
-    policy_loss = clipped_surrogate_loss(logp, rollout.logp[:, envs].flatten(), advantages, CLIP)
-    v_loss = value_loss(
-        values, rollout.values[:, envs].flatten(), rollout.returns[:, envs].flatten(), None
-    )
-    loss = policy_loss.loss + VF_COEF * v_loss
-    loss.backward()
-    return loss
+    dist = policy.action_head(hidden)
+    terms = ppo_loss(
+        dist.log_prob(rollout.actions[:, envs]).flatten(), dist.entropy().flatten(),
+        policy.value_head(hidden).flatten(), rollout.logp[:, envs].flatten(),
+        rollout.values[:, envs].flatten(), rollout.advantages[:, envs].flatten(),
+        rollout.returns[:, envs].flatten(), None, COEFFICIENTS,
+    )  # fmt: skip
+    terms.loss.backward()
+    return terms.loss
 
 
 def chunk_update(
@@ -154,13 +142,14 @@ def chunk_update(
     rollout: Rollout,
     args: argparse.Namespace,
     gen: torch.Generator,
-    minibatch_pass: Callable[[RecurrentActorCritic, ChunkBatch], object] = chunk_pass,
+    minibatch_pass: Callable[[RecurrentActorCritic, TrainingBatch], object] = chunk_pass,
 ) -> None:
     """One update's epochs of ``minibatch_pass`` over shuffled minibatches of chunks."""
-    chunks = rollout.chunks(args.seq_len, args.burn_in)
+    strategy = chunking(args)
+    chunks, _ = strategy.prepare(rollout.batches())
     for _ in range(args.epochs):
-        for minibatch in chunk_minibatches(chunks.lengths, args.minibatch_size, gen):
-            minibatch_pass(policy, chunks.select(minibatch))
+        for minibatch in strategy.minibatches(chunks, gen):
+            minibatch_pass(policy, strategy.select(chunks, minibatch))
 
 
 def per_step_update(
@@ -198,13 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     rnn = RNNConfig(RNNType(args.rnn), args.hidden, num_layers=1, shared_core=True)
     network = NetworkConfig(actor_hidden=[args.hidden], critic_hidden=[args.hidden])
-    policy = RecurrentActorCritic(OBS_DIM, gym.spaces.Discrete(2), network, rnn)
+    policy = RecurrentActorCritic(OBS_DIM, DiscreteActions(2), network, rnn)
     rollout = Rollout(policy, args.steps, args.envs, args.mean_episode)
 
     # Both paths give the same loss and, without truncation (seq_len = steps), the same
     # gradients: every chunk starts from its exact stored state.
     policy.zero_grad()
-    chunk_loss = chunk_pass(policy, rollout.chunks(args.steps, 0))
+    whole = SequenceChunks(args.steps, args.minibatch_size, 0)
+    chunk_loss = chunk_pass(policy, whole.prepare(rollout.batches())[0])
     chunk_grads = [p.grad.clone() for p in policy.parameters()]
     policy.zero_grad()
     loop_loss = per_step_pass(policy, rollout, torch.arange(args.envs))
@@ -229,14 +219,16 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         for name, fn in candidates.items():
             times[name].append(timed(fn))
-    prep = [timed(lambda: rollout.chunks(args.seq_len, args.burn_in)) for _ in range(20)]
+    prep = [timed(lambda: chunking(args).prepare(rollout.batches())) for _ in range(20)]
 
-    chunks = rollout.chunks(args.seq_len, args.burn_in)
+    chunks, _ = chunking(args).prepare(rollout.batches())
+    assert chunks.memory is not None and chunks.mask is not None
     print(
         f"torch {torch.__version__}, {args.threads} thread(s); {args.envs} envs x {args.steps} "
         f"steps, minibatch {args.minibatch_size}, {args.epochs} epochs, {args.rnn} hidden "
-        f"{args.hidden}, seq_len {args.seq_len}, burn-in {args.burn_in}: {len(chunks.lengths)} "
-        f"chunks, {int(chunks.mask.sum())} valid of {chunks.mask.numel()} padded steps"
+        f"{args.hidden}, seq_len {args.seq_len}, burn-in {args.burn_in}: "
+        f"{len(chunks.memory.lengths)} chunks, {int(chunks.mask.sum())} valid of "
+        f"{chunks.mask.numel()} padded steps"
     )
     print("forward+loss+backward per update (no optimiser step), median (min) of rounds:")
     medians = {name: statistics.median(ts) for name, ts in times.items()}

@@ -18,14 +18,13 @@ import torch
 from numpy.typing import NDArray
 from omegaconf import OmegaConf
 
+from esper.simic.assembly import action_spec, build_policy
 from esper.simic.checkpoint import CHECKPOINT_DIR, FINAL_CHECKPOINT, load_checkpoint
 from esper.simic.config import load_settings
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv
 from esper.simic.envs.seed_lifecycle.policies import POLICIES, ReferencePolicy
-from esper.simic.rollout import policy_step
 from esper.simic.settings import SimicConfig
-from esper.simic.train import build_agent
 
 FRESH_SEEDS = 50_000
 """Episodes are played on seeds from here on, away from training and eval seeds."""
@@ -49,28 +48,26 @@ class TrainedPolicy:
         )
         probe = SeedLifecycleEnv(**self.env_kwargs)
         obs_dim = probe.observation_space.shape[0]
-        device = torch.device("cpu")
-        self.policy, _ = build_agent(settings, obs_dim, probe.action_space, device, 1)
+        actions = action_spec(probe.action_space, probe.metadata)
+        self.policy = build_policy(settings.agent, obs_dim, actions)
         state = load_checkpoint(run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT)
         self.policy.load_state_dict(state["policy"])
         env = settings.env
         self.normalizer = make_normalizer(env.normalize_obs, (obs_dim,), env.clip_obs)
         self.normalizer.load_state_dict(state["obs_normalizer"])
-        self._state: Any = None
-        self._start = torch.ones(1, dtype=torch.bool)
+        self._act = self.policy.acting(self.deterministic)
+        self.reset(probe, 0)
 
     def reset(self, env: SeedLifecycleEnv, seed: int) -> None:
-        initial_state = getattr(self.policy, "initial_state", None)
-        self._state = initial_state(1) if initial_state is not None else None
+        self._state = self.policy.initial_state(1)
         self._start = torch.ones(1, dtype=torch.bool)
 
     @torch.inference_mode()
     def act(self, obs: NDArray[np.float32], info: dict[str, Any]) -> NDArray[np.int64]:
         obs_t = torch.as_tensor(self.normalizer(obs[None], update=False), dtype=torch.float32)
         mask = torch.as_tensor(info["action_mask"][None])
-        dist, _, self._state = policy_step(self.policy, obs_t, self._state, self._start, mask)
+        action, _, _, self._state = self._act(obs_t, self._state, self._start, mask)
         self._start = torch.zeros(1, dtype=torch.bool)
-        action = dist.mode if self.deterministic else dist.sample()
         return action[0].numpy()
 
 

@@ -35,7 +35,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
 def test_help_lists_the_config_groups(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for group in ("agent:", "env:", "collector:", "logger:", "trainer:", "experiment:"):
+    for group in ("agent:", "env:", "collector:", "logger:", "experiment:"):
         assert group in result.stdout
     assert "cartpole_ppo" in result.stdout
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from esper.simic.agents.factored import FactoredDistribution, FactoredHead, FactoredSpec
-from esper.simic.agents.networks import make_action_head
+from esper.simic.agents.heads import make_action_head
+from esper.simic.agents.policy import PolicyState
+from esper.simic.assembly import action_spec
 from esper.simic.envs.registration import register_esper_envs
-from esper.simic.envs.seed_lifecycle import NUM_BLUEPRINTS, split_action_mask
+from esper.simic.envs.seed_lifecycle import HEAD_NAMES, NUM_BLUEPRINTS, split_action_mask
 from esper.simic.rollout import RolloutStorage
 from esper.simic.settings import NetworkConfig
 
@@ -129,7 +131,7 @@ def test_sample_and_mode_respect_every_mask():
 
 def test_head_supports_leading_time_and_batch_dims():
     torch.manual_seed(0)
-    head = FactoredHead(7, SPEC, ortho=False)
+    head = FactoredHead(7, SPEC, ortho=False, entropy_weights={})
     features = torch.randn(4, 5, 7)
     mask = random_masks(torch.Generator().manual_seed(1), 20).reshape(4, 5, -1)
     dist, flat = head(features, mask), head(features.reshape(20, 7), mask.reshape(20, -1))
@@ -145,7 +147,7 @@ def test_head_supports_leading_time_and_batch_dims():
 
 def test_make_action_head_builds_independent_factored_head_for_multidiscrete():
     space = gym.spaces.MultiDiscrete([3, 2, 4])
-    head = make_action_head(5, space, NetworkConfig())
+    head = make_action_head(5, action_spec(space, {}), NetworkConfig())
     assert isinstance(head, FactoredHead)
     assert head.spec.relevance.all() and head.spec.conditional_head is None
     features = torch.randn(6, 5)
@@ -157,18 +159,22 @@ def test_make_action_head_builds_independent_factored_head_for_multidiscrete():
     ]
     torch.testing.assert_close(dist.log_prob(actions), sum(per_head))
     assert torch.equal(dist.masked_mass(), torch.zeros(6, 3))
-    with pytest.raises(ValueError, match="does not match"):
-        make_action_head(5, space, NetworkConfig(), spec=SPEC)
+    with pytest.raises(ValueError, match="entropy weights for"):
+        make_action_head(5, SPEC, NetworkConfig(), {"blueprint": 2.0})
 
 
-def test_seed_lifecycle_spec_matches_env_and_samples_stay_legal():
+def test_seed_lifecycle_declares_its_heads_and_samples_stay_legal():
+    """The env's declared heads (metadata) give the op-conditioned slot head, the mask
+    layout the env emits, and only legal actions."""
     register_esper_envs()
     env = gym.make("esper/SeedLifecycle-v0")
     num_slots = int(env.action_space.nvec[1])
-    spec = FactoredSpec.for_seed_lifecycle(num_slots, NUM_BLUEPRINTS)
+    spec = action_spec(env.action_space, env.metadata)
+    assert isinstance(spec, FactoredSpec)
     assert spec.head_sizes == tuple(int(n) for n in env.action_space.nvec)
+    assert spec.head_names == HEAD_NAMES and spec.conditional_head == HEAD_NAMES.index("slot")
     torch.manual_seed(0)
-    head = FactoredHead(env.observation_space.shape[0], spec, ortho=False)
+    head = FactoredHead(env.observation_space.shape[0], spec, ortho=False, entropy_weights={})
     obs, info = env.reset(seed=0)
     ops = set()
     for _ in range(300):
@@ -190,6 +196,7 @@ def test_seed_lifecycle_spec_matches_env_and_samples_stay_legal():
 def test_rollout_storage_keeps_multidiscrete_actions_as_long_per_head():
     register_esper_envs()
     envs = gym.make_vec("esper/SeedLifecycle-v0", num_envs=2, vectorization_mode="sync")
-    storage = RolloutStorage.allocate(8, envs, 35, None, torch.device("cpu"))
+    state = PolicyState.empty(2, torch.device("cpu"))
+    storage = RolloutStorage.allocate(8, envs, 35, state, torch.device("cpu"))
     envs.close()
     assert storage.actions.shape == (8, 2, 5) and storage.actions.dtype == torch.long

@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from esper.simic.config import ConfigError
 from esper.simic.gradients import (
     COLLECTORS,
     CollectorConfig,
@@ -16,6 +17,7 @@ from esper.simic.gradients import (
     NoneCollector,
     build_collector,
 )
+from esper.simic.testing import compose_settings
 
 CONFIG_GROUP = Path(__file__).resolve().parents[1] / "conf" / "collector"
 
@@ -45,9 +47,12 @@ def test_build_accepts_the_string_value():
     ("vanishing", "exploding"), [(1.0, 1.0), (10.0, 1.0), (-1.0, 1.0)], ids=str
 )
 def test_inconsistent_thresholds_are_rejected(vanishing, exploding):
-    config = CollectorConfig(vanishing_threshold=vanishing, exploding_threshold=exploding)
-    with pytest.raises(ValueError, match="vanishing_threshold"):
-        build_collector(config)
+    overrides = [
+        f"collector.vanishing_threshold={vanishing}",
+        f"collector.exploding_threshold={exploding}",
+    ]
+    with pytest.raises(ConfigError, match=r"collector.vanishing_threshold=.* must be >= 0"):
+        compose_settings(overrides)
 
 
 @pytest.mark.parametrize("name", list(CollectorName))

@@ -1,16 +1,20 @@
 """agent.rnn.impl=esper: the LSTM kernel that resets the state inside a sequence, the window
 layout it trains on, and its compiled gradient step."""
 
-import gymnasium as gym
 import pytest
 import torch
+from recurrent_reference import reference_step, window_batch
 from test_whole_step import assert_same_update
 from torch import nn
 
+from esper.simic.agents.batches import Rollout
+from esper.simic.agents.batching import Windows
+from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.lstm_resets import _Recurrence, lstm_with_resets
-from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
-from esper.simic.agents.recurrent_ppo import RecurrentPPOLearner
-from esper.simic.agents.sequences import ChunkBatch, build_window_layout
+from esper.simic.agents.policy import PolicyState
+from esper.simic.agents.ppo import PPOLearner
+from esper.simic.agents.recurrent import RecurrentActorCritic
+from esper.simic.agents.sequences import build_window_layout
 from esper.simic.gradients import CollectorConfig, build_collector
 from esper.simic.settings import AgentConfig, NetworkConfig, RNNConfig, RNNImpl
 
@@ -22,8 +26,10 @@ NETWORK = NetworkConfig(actor_hidden=[16], critic_hidden=[8], ortho_init=False)
 
 def make_policy(shared_core: bool, num_layers: int = 2, learned: bool = False):
     torch.manual_seed(0)
-    rnn = RNNConfig(hidden_size=8, num_layers=num_layers, shared_core=shared_core)
-    policy = RecurrentActorCritic(OBS_DIM, gym.spaces.Discrete(3), NETWORK, rnn, learned)
+    rnn = RNNConfig(
+        hidden_size=8, num_layers=num_layers, shared_core=shared_core, learned_initial_state=learned
+    )
+    policy = RecurrentActorCritic(OBS_DIM, DiscreteActions(3), NETWORK, rnn)
     if learned:
         with torch.no_grad():
             policy.initial_h.normal_()
@@ -82,17 +88,15 @@ def test_window_replay_equals_stepping_with_resets_mid_sequence(shared, learned)
     steps, envs = 7, 4
     obs = torch.randn(steps, envs, OBS_DIM)
     init = policy.initial_state(envs)
-    state = RecurrentState(torch.randn_like(init.h), torch.randn_like(init.c))
+    state = PolicyState(torch.randn_like(init.h), torch.randn_like(init.c))
     starts = torch.zeros(steps, envs, dtype=torch.bool)
     starts[0, 1] = starts[3, 0] = starts[3, 2] = starts[6, 3] = True
-    dist, values, final = policy.forward_windows(obs, state, starts)
+    dist, values, _, _ = policy(window_batch(obs, state, starts))
     stepped = state
     for t in range(steps):
-        step_dist, step_value, stepped = policy.step(obs[t], stepped, starts[t])
+        step_dist, step_value, stepped = reference_step(policy, obs[t], stepped, starts[t])
         torch.testing.assert_close(dist.logits[t], step_dist.logits)
         torch.testing.assert_close(values[t], step_value)
-    torch.testing.assert_close(final.h, stepped.h)
-    torch.testing.assert_close(final.c, stepped.c)
     if learned:  # the reset target is trained through the kernel
         values.sum().backward()
         assert policy.initial_h.grad.abs().sum() > 0
@@ -118,7 +122,7 @@ def test_window_layout_cuts_every_seq_len_steps_and_marks_episode_starts():
         build_window_layout(dones, torch.tensor([True, False]), seq_len=0)
 
 
-def learner(compile_step: bool) -> tuple[RecurrentPPOLearner, ChunkBatch]:
+def learner(compile_step: bool) -> tuple[PPOLearner, Rollout]:
     policy = make_policy(shared_core=False, num_layers=1, learned=True)
     rnn = RNNConfig(hidden_size=8, shared_core=False, impl=RNNImpl.esper)
     config = AgentConfig(
@@ -128,21 +132,22 @@ def learner(compile_step: bool) -> tuple[RecurrentPPOLearner, ChunkBatch]:
     generator = torch.Generator().manual_seed(1)
     steps, envs = 16, 4
     dones = torch.rand(steps, envs, generator=generator) < 0.2
-    layout = build_window_layout(dones, torch.ones(envs, dtype=torch.bool), config.seq_len)
     init = policy.initial_state(envs)
     stored = torch.randn(steps, envs, *init.h.shape[::2], generator=generator)
-    chunks = ChunkBatch.from_rollout(
-        layout,
+    rollout = Rollout(
         torch.randn(steps, envs, OBS_DIM, generator=generator),
         torch.randint(0, 3, (steps, envs), generator=generator),
         torch.full((steps, envs), -1.1),
         *torch.randn(3, steps, envs, generator=generator),
+        dones,
         None,
         stored,
         stored.tanh(),
+        torch.ones(envs, dtype=torch.bool),
     )
     collector = build_collector(CollectorConfig())
-    return RecurrentPPOLearner(policy, config, collector, num_updates=4), chunks
+    batching = Windows(config.seq_len, config.minibatch_size)
+    return PPOLearner(policy, config, collector, batching, num_updates=4), rollout
 
 
 def test_compiled_recurrent_step_matches_the_eager_step():

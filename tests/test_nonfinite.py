@@ -1,12 +1,14 @@
-"""collector.on_nonfinite: skip, abort and warn, in the learner and the trainer."""
+"""agent.on_nonfinite: skip, abort and warn, in the learner and the trainer."""
 
-import gymnasium as gym
 import pytest
 import torch
 
 from esper.simic import train as train_module
+from esper.simic.agents.batches import Rollout
+from esper.simic.agents.batching import ShuffledSteps
+from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner, RolloutBatch
+from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner
 from esper.simic.gradients import CollectorConfig, NonFinitePolicy, build_collector
 from esper.simic.settings import AgentConfig, NetworkConfig
 from esper.simic.testing import run_training
@@ -21,25 +23,36 @@ def compiled(request: pytest.FixtureRequest) -> bool:
 def make_learner(policy_name: str, compile_step: bool = False) -> PPOLearner:
     torch.manual_seed(0)
     network = NetworkConfig(actor_hidden=[8], critic_hidden=[8])
-    policy = ActorCritic(4, gym.spaces.Discrete(2), network)
-    config = AgentConfig(minibatch_size=16, update_epochs=2, anneal_lr=False, compile=compile_step)
-    collector = build_collector(CollectorConfig(on_nonfinite=NonFinitePolicy(policy_name)))
-    return PPOLearner(policy, config, collector, num_updates=10)
+    policy = ActorCritic(4, DiscreteActions(2), network)
+    config = AgentConfig(
+        minibatch_size=16,
+        update_epochs=2,
+        anneal_lr=False,
+        compile=compile_step,
+        on_nonfinite=NonFinitePolicy(policy_name),
+    )
+    collector = build_collector(CollectorConfig())
+    return PPOLearner(policy, config, collector, ShuffledSteps(16), num_updates=10)
 
 
-def batch(poison: bool) -> RolloutBatch:
+def batch(poison: bool) -> Rollout:
+    """A 32-step rollout of one env; ``poison`` puts a NaN into one advantage."""
     generator = torch.Generator().manual_seed(1)
-    advantages = torch.randn(32, generator=generator)
+    advantages = torch.randn(32, 1, generator=generator)
     if poison:
         advantages[3] = float("nan")
-    return RolloutBatch(
-        obs=torch.randn(32, 4, generator=generator),
-        actions=torch.randint(0, 2, (32,), generator=generator),
-        logp=torch.full((32,), -0.69),
-        values=torch.zeros(32),
+    return Rollout(
+        obs=torch.randn(32, 1, 4, generator=generator),
+        actions=torch.randint(0, 2, (32, 1), generator=generator),
+        logp=torch.full((32, 1), -0.69),
+        values=torch.zeros(32, 1),
         advantages=advantages,
-        returns=torch.randn(32, generator=generator),
+        returns=torch.randn(32, 1, generator=generator),
+        dones=torch.zeros(32, 1, dtype=torch.bool),
         action_masks=None,
+        states_h=torch.zeros(32, 1, 0, 0),
+        states_c=None,
+        first_starts=torch.ones(1, dtype=torch.bool),
     )
 
 
@@ -50,7 +63,7 @@ def weights(learner: PPOLearner) -> list[torch.Tensor]:
 def test_skip_drops_every_poisoned_step_and_counts_it(compiled):
     learner = make_learner("skip", compiled)
     before = weights(learner)
-    metrics = learner.update(batch(poison=True), torch.Generator().manual_seed(0))
+    metrics = learner.learn(batch(poison=True), torch.Generator().manual_seed(0))
     # Two epochs of two minibatches; the NaN advantage poisons one minibatch per epoch.
     assert metrics["train/nonfinite_steps"] == 2.0
     after = weights(learner)
@@ -62,7 +75,7 @@ def test_skip_drops_every_poisoned_step_and_counts_it(compiled):
 
 
 def test_clean_update_reports_zero(compiled):
-    metrics = make_learner("skip", compiled).update(
+    metrics = make_learner("skip", compiled).learn(
         batch(poison=False), torch.Generator().manual_seed(0)
     )
     assert metrics["train/nonfinite_steps"] == 0.0
@@ -70,7 +83,7 @@ def test_clean_update_reports_zero(compiled):
 
 def test_warn_applies_the_step_and_logs(caplog, compiled):
     learner = make_learner("warn", compiled)
-    metrics = learner.update(batch(poison=True), torch.Generator().manual_seed(0))
+    metrics = learner.learn(batch(poison=True), torch.Generator().manual_seed(0))
     # The first step is poisoned and applied, so NaN weights poison every later step.
     assert metrics["train/nonfinite_steps"] == 4.0
     assert not all(torch.isfinite(p).all() for p in learner.policy.parameters())
@@ -80,23 +93,31 @@ def test_warn_applies_the_step_and_logs(caplog, compiled):
 def test_abort_names_the_parameters_and_keeps_weights_finite(compiled):
     learner = make_learner("abort", compiled)
     with pytest.raises(NonFiniteGradientsError) as error:
-        learner.update(batch(poison=True), torch.Generator().manual_seed(0))
+        learner.learn(batch(poison=True), torch.Generator().manual_seed(0))
     assert "action_head.logits.weight" in error.value.parameters
     assert all(torch.isfinite(p).all() for p in learner.policy.parameters())
 
 
-def test_trainer_checkpoints_then_aborts_with_the_update(tiny, tmp_path, monkeypatch):
+def test_trainer_checkpoints_the_state_before_the_failing_update(tiny, tmp_path, monkeypatch):
+    """The failing update's clean steps and schedule step are applied before it raises: the
+    checkpoint must hold the weights and schedule after update 2 all the same."""
     calls = {"n": 0}
-    real_update = PPOLearner.update
+    real_learn = PPOLearner.learn
+    after_update_2 = {}
 
-    def update_then_fail(self, batch, generator):
+    def learn_then_fail(self, rollout, generator):
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise NonFiniteGradientsError(1, 4, ["critic_trunk.0.weight"])
-        return real_update(self, batch, generator)
+        if calls["n"] < 3:
+            return real_learn(self, rollout, generator)
+        after_update_2.update({k: v.clone() for k, v in self.policy.state_dict().items()})
+        real_learn(self, rollout, generator)
+        raise NonFiniteGradientsError(1, 4, ["critic_trunk.0.weight"])
 
-    monkeypatch.setattr(PPOLearner, "update", update_then_fail)
+    monkeypatch.setattr(PPOLearner, "learn", learn_then_fail)
     with pytest.raises(train_module.TrainingAbortedError, match=r"update 3: 1 of 4 .*critic_trunk"):
-        run_training([*tiny, "collector.on_nonfinite=abort"], tmp_path)
+        run_training([*tiny, "agent.on_nonfinite=abort"], tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "nonfinite_abort.pt", weights_only=False)
-    assert state["counters"]["update"] == 2
+    assert state["counters"] == {"update": 2, "global_step": 128}
+    assert state["learner"]["scheduler"]["last_epoch"] == 2
+    for key, value in after_update_2.items():
+        torch.testing.assert_close(state["policy"][key], value, rtol=0, atol=0)

@@ -1,19 +1,19 @@
 """The recurrent actor-critic: resets, sequence replay vs stepping, burn-in, telemetry."""
 
-import gymnasium as gym
 import pytest
 import torch
+from recurrent_reference import chunk_batch, reference_step, replay
 
-from esper.simic.agents.recurrent import (
-    RecurrentActorCritic,
-    RecurrentState,
-    hidden_state_stats,
-)
-from esper.simic.agents.sequences import ChunkBatch, build_layout
+from esper.simic.agents import batches
+from esper.simic.agents.batching import SequenceChunks, hidden_state_stats
+from esper.simic.agents.heads import ActionSpec, ContinuousActions, DiscreteActions
+from esper.simic.agents.policy import PolicyState
+from esper.simic.agents.recurrent import RecurrentActorCritic
+from esper.simic.agents.sequences import build_layout
 from esper.simic.settings import NetworkConfig, RNNConfig, RNNType
 
 OBS_DIM = 3
-DISCRETE = gym.spaces.Discrete(4)
+DISCRETE = DiscreteActions(4)
 # PyTorch's default init gives larger outputs than the 0.01-gain policy layer, so that
 # comparisons are not trivially met by near-zero logits.
 NETWORK = NetworkConfig(actor_hidden=[16], critic_hidden=[8], ortho_init=False)
@@ -32,18 +32,24 @@ def make_policy(
     shared_core: bool = True,
     num_layers: int = 2,
     learned_initial_state: bool = False,
-    action_space: gym.Space = DISCRETE,
+    action_space: ActionSpec = DISCRETE,
     network: NetworkConfig = NETWORK,
 ) -> RecurrentActorCritic:
     torch.manual_seed(0)
-    rnn = RNNConfig(type=rnn_type, hidden_size=8, num_layers=num_layers, shared_core=shared_core)
-    return RecurrentActorCritic(OBS_DIM, action_space, network, rnn, learned_initial_state)
+    rnn = RNNConfig(
+        type=rnn_type,
+        hidden_size=8,
+        num_layers=num_layers,
+        shared_core=shared_core,
+        learned_initial_state=learned_initial_state,
+    )
+    return RecurrentActorCritic(OBS_DIM, action_space, network, rnn)
 
 
-def random_state(policy: RecurrentActorCritic, num_envs: int) -> RecurrentState:
+def random_state(policy: RecurrentActorCritic, num_envs: int) -> PolicyState:
     init = policy.initial_state(num_envs)
     c = None if init.c is None else torch.randn_like(init.c)
-    return RecurrentState(torch.randn_like(init.h), c)
+    return PolicyState(torch.randn_like(init.h), c)
 
 
 def step_rollout(policy, obs, actions, dones, first_starts, state):
@@ -53,7 +59,7 @@ def step_rollout(policy, obs, actions, dones, first_starts, state):
     for t in range(obs.shape[0]):
         hs.append(state.h.transpose(0, 1))
         cs.append(None if state.c is None else state.c.transpose(0, 1))
-        dist, value, state = policy.step(obs[t], state, starts[t])
+        dist, value, state = reference_step(policy, obs[t], state, starts[t])
         logps.append(dist.log_prob(actions[t]))
         values.append(value)
     states_c = None if state.c is None else torch.stack(cs)
@@ -65,13 +71,14 @@ def test_step_resets_only_the_envs_whose_episode_starts(rnn_type, shared):
     policy = make_policy(rnn_type, shared)
     state = random_state(policy, 2)
     obs = torch.randn(2, OBS_DIM)
-    dist, value, new = policy.step(obs, state, torch.tensor([True, False]))
-    fresh_dist, fresh_value, fresh = policy.step(
-        obs[:1], policy.initial_state(1), torch.tensor([False])
+    dist, value, new = reference_step(policy, obs, state, torch.tensor([True, False]))
+    fresh_dist, fresh_value, fresh = reference_step(
+        policy, obs[:1], policy.initial_state(1), torch.tensor([False])
     )
-    kept_dist, kept_value, kept = policy.step(
+    kept_dist, kept_value, kept = reference_step(
+        policy,
         obs[1:],
-        RecurrentState(*(None if x is None else x[:, 1:] for x in state)),
+        PolicyState(*(None if x is None else x[:, 1:] for x in state)),
         torch.tensor([False]),
     )
     torch.testing.assert_close(dist.logits, torch.cat([fresh_dist.logits, kept_dist.logits]))
@@ -81,7 +88,7 @@ def test_step_resets_only_the_envs_whose_episode_starts(rnn_type, shared):
         torch.testing.assert_close(new.c, torch.cat([fresh.c, kept.c], dim=1))
     else:
         assert new.c is None
-    # value() reads the same critic path as step().
+    # value() reads the same critic path as a step.
     torch.testing.assert_close(policy.value(obs, state, torch.tensor([True, False])), value)
 
 
@@ -94,7 +101,7 @@ def test_learned_initial_state_is_the_reset_target_and_is_trained():
     reset = policy.reset_state(state, torch.tensor([True, False, True]))
     torch.testing.assert_close(reset.h[:, [0, 2]], policy.initial_h.expand(-1, 2, -1))
     torch.testing.assert_close(reset.c[:, 1], state.c[:, 1])
-    _, value, _ = policy.step(torch.randn(3, OBS_DIM), state, torch.tensor([True, False, True]))
+    value = policy.value(torch.randn(3, OBS_DIM), state, torch.tensor([True, False, True]))
     value.sum().backward()
     assert policy.initial_h.grad.abs().sum() > 0
     assert "initial_h" in policy.state_dict()
@@ -108,11 +115,14 @@ def test_sequence_replay_equals_stepping_one_step_at_a_time(rnn_type, shared):
     obs = torch.randn(steps, envs, OBS_DIM)
     state = random_state(policy, envs)
     episode_start = torch.tensor([True, False, False, True, False])
-    dist, values, final = policy.forward_sequences(obs, state, episode_start)
+    dist, values, _, _ = policy(chunk_batch(obs, state, episode_start))
+    _, _, final = replay(policy, obs, state, episode_start)
     assert values.shape == (steps, envs)
     stepped = state
     for t in range(steps):
-        step_dist, step_value, stepped = policy.step(obs[t], stepped, episode_start & (t == 0))
+        step_dist, step_value, stepped = reference_step(
+            policy, obs[t], stepped, episode_start & (t == 0)
+        )
         torch.testing.assert_close(dist.logits[t], step_dist.logits, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(values[t], step_value, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(final.h, stepped.h, atol=1e-5, rtol=1e-5)
@@ -121,16 +131,16 @@ def test_sequence_replay_equals_stepping_one_step_at_a_time(rnn_type, shared):
 
 
 def test_sequence_replay_with_continuous_actions_and_a_shared_encoder():
-    space = gym.spaces.Box(-1.0, 1.0, shape=(2,))
+    space = ContinuousActions(2)
     network = NetworkConfig(actor_hidden=[16], shared_trunk=True, ortho_init=False)
     policy = make_policy(RNNType.gru, shared_core=False, action_space=space, network=network)
     obs = torch.randn(4, 3, OBS_DIM)
     actions = torch.randn(4, 3, 2)
     state = policy.initial_state(3)
-    dist, values, _ = policy.forward_sequences(obs, state, torch.ones(3, dtype=torch.bool))
+    dist, values, _, _ = policy(chunk_batch(obs, state, torch.ones(3, dtype=torch.bool)))
     assert dist.log_prob(actions).shape == (4, 3)
     for t in range(4):
-        step_dist, value, state = policy.step(obs[t], state, torch.full((3,), t == 0))
+        step_dist, value, state = reference_step(policy, obs[t], state, torch.full((3,), t == 0))
         torch.testing.assert_close(dist.log_prob(actions)[t], step_dist.log_prob(actions[t]))
         torch.testing.assert_close(values[t], value)
 
@@ -138,9 +148,10 @@ def test_sequence_replay_with_continuous_actions_and_a_shared_encoder():
 def test_action_masks_apply_to_every_replayed_step():
     policy = make_policy()
     mask = torch.tensor([True, False, True, False]).expand(5, 2, 4)
-    dist, _, _ = policy.forward_sequences(
+    batch = chunk_batch(
         torch.randn(5, 2, OBS_DIM), policy.initial_state(2), torch.ones(2, dtype=torch.bool), mask
     )
+    dist = policy(batch).dist
     assert torch.all(dist.probs[..., [1, 3]] == 0)
 
 
@@ -163,18 +174,11 @@ class Rollout:
     def chunks(self, burn_in: int, states_h: torch.Tensor | None = None):
         layout = build_layout(self.dones, self.first, seq_len=4, burn_in=burn_in)
         zeros = torch.zeros_like(self.values)
-        chunks = ChunkBatch.from_rollout(
-            layout,
-            self.obs,
-            self.actions,
-            self.logp,
-            self.values,
-            zeros,
-            zeros,
-            None,
-            self.states_h if states_h is None else states_h,
-            self.states_c,
-        )
+        rollout = batches.Rollout(
+            self.obs, self.actions, self.logp, self.values, zeros, zeros, self.dones, None,
+            self.states_h if states_h is None else states_h, self.states_c, self.first,
+        )  # fmt: skip
+        chunks, _ = SequenceChunks(seq_len=4, minibatch_size=64, burn_in=burn_in).prepare(rollout)
         return layout, chunks
 
 
@@ -184,7 +188,7 @@ def test_replaying_rollout_chunks_reproduces_the_rollout(rnn_type, shared, burn_
     policy = make_policy(rnn_type, shared)
     rollout = Rollout(policy)
     layout, chunks = rollout.chunks(burn_in)
-    dist, values = policy.evaluate_chunks(chunks)
+    dist, values, _, _ = policy(chunks)
     mask = layout.mask
     assert int(mask.sum()) == rollout.values.numel()
     expected_logp, expected_values = layout.gather(rollout.logp), layout.gather(rollout.values)
@@ -209,15 +213,16 @@ def test_burn_in_rebuilds_a_stale_chunk_start_state_without_gradient():
 
     # Burn-in replays the two steps before each such chunk from the (intact) state there.
     layout, chunks = rollout.chunks(burn_in=2, states_h=stale)
-    burn_obs = chunks.burn_in_obs.clone().requires_grad_()
-    _, values = policy.evaluate_chunks(chunks._replace(burn_in_obs=burn_obs))
+    burn_obs = chunks.memory.burn_in_obs.clone().requires_grad_()
+    memory = chunks.memory._replace(burn_in_obs=burn_obs)
+    values = policy(chunks._replace(memory=memory)).values
     torch.testing.assert_close(values[layout.mask], expected[layout.mask], atol=1e-5, rtol=1e-5)
     values.sum().backward()
     assert burn_obs.grad is None  # the burn-in replay carries no gradient
 
     # Without burn-in the same chunks start from the corrupted states.
     layout, chunks = rollout.chunks(burn_in=0, states_h=stale)
-    _, values = policy.evaluate_chunks(chunks)
+    values = policy(chunks).values
     assert not torch.allclose(values[:, continuing], expected[:, continuing], atol=1e-3)
 
 

@@ -5,11 +5,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from esper.simic.agents.batches import Rollout
+from esper.simic.agents.batching import SequenceChunks, ShuffledSteps, Windows
 from esper.simic.agents.sequences import (
-    ChunkBatch,
     SequenceLayout,
     build_layout,
     chunk_minibatches,
+    window_minibatches,
 )
 
 
@@ -182,16 +184,59 @@ def test_chunk_batch_gathers_states_and_trims_minibatch_rows():
     obs = torch.arange(12.0).reshape(6, 2, 1)  # obs value = flat index
     states_h = torch.arange(12.0).reshape(6, 2, 1, 1).expand(6, 2, 2, 3)  # [T, N, K=2, H=3]
     step = obs[..., 0]
-    batch = ChunkBatch.from_rollout(
-        layout, obs, step, step, step, step, step, None, states_h=states_h, states_c=None
+    rollout = Rollout(
+        obs, step, step, step, step, step, dones, None, states_h, None, torch.tensor([True, False])
     )
+    chunking = SequenceChunks(seq_len=3, minibatch_size=6, burn_in=0)
+    batch, telemetry = chunking.prepare(rollout)
     assert batch.obs.shape == (3, 5, 1)
     assert batch.obs[..., 0].tolist() == layout.index.float().tolist()
-    assert batch.h0.shape == (2, 5, 3)
-    assert batch.h0[0, :, 0].tolist() == [0.0, 4.0, 10.0, 1.0, 7.0]  # stored at chunk starts
-    short = batch.select(torch.tensor([2, 0]))  # lengths 1 and 2: two rows replayed
+    assert batch.memory.h0.shape == (2, 5, 3)
+    assert batch.memory.h0[0, :, 0].tolist() == [0.0, 4.0, 10.0, 1.0, 7.0]  # at chunk starts
+    assert set(telemetry) == {"recurrent/hidden_norm", "recurrent/saturated_frac"}
+    short = chunking.select(batch, torch.tensor([2, 0]))  # lengths 1 and 2: two rows replayed
     assert short.obs[..., 0].tolist() == [[10.0, 0.0], [10.0, 2.0]]
     assert short.mask.tolist() == [[True, True], [False, True]]
-    assert short.reset.tolist() == [False, True]
-    assert short.h0[1, :, 0].tolist() == [10.0, 0.0]
-    assert short.lengths.tolist() == [1, 2]
+    assert short.memory.reset.tolist() == [False, True]
+    assert short.memory.h0[1, :, 0].tolist() == [10.0, 0.0]
+    assert short.memory.lengths.tolist() == [1, 2]
+    full = chunking.take(batch, torch.tensor([2, 0]))  # the compiled step's fixed shape
+    assert full.obs.shape == (3, 2, 1)
+
+
+def test_windows_make_minibatches_of_one_shape():
+    """rnn.impl=esper: every minibatch the same number of whole windows (no recompiles)."""
+    steps, envs, seq_len = 8, 3, 4
+    dones = _dones(steps, envs, [(2, 0), (5, 2)])
+    obs = torch.randn(steps, envs, 1)
+    step = obs[..., 0]
+    states = torch.zeros(steps, envs, 1, 2)
+    rollout = Rollout(
+        obs, step, step, step, step, step, dones, None, states, states, torch.ones(envs).bool()
+    )
+    windows = Windows(seq_len, minibatch_size=2 * seq_len)
+    batch, _ = windows.prepare(rollout)
+    assert batch.obs.shape == (seq_len, 6, 1) and batch.mask.all()
+    minibatches = windows.minibatches(batch, torch.Generator().manual_seed(0))
+    assert [len(index) for index in minibatches] == [2, 2, 2]
+    assert sorted(torch.cat(minibatches).tolist()) == list(range(6))
+    shapes = {windows.select(batch, index).obs.shape for index in minibatches}
+    assert shapes == {(seq_len, 2, 1)}
+    assert [len(x) for x in window_minibatches(6, 3, torch.Generator().manual_seed(0))] == [3, 3]
+
+
+def test_shuffled_steps_flatten_time_and_envs_and_cover_each_step_once():
+    obs = torch.arange(12.0).reshape(6, 2, 1)
+    step = obs[..., 0]
+    rollout = Rollout(
+        obs, step, step, step, step, step, step.bool(), None, torch.zeros(6, 2, 0, 0), None,
+        torch.ones(2).bool(),
+    )  # fmt: skip
+    shuffled = ShuffledSteps(minibatch_size=4)
+    batch, telemetry = shuffled.prepare(rollout)
+    assert telemetry == {} and batch.mask is None and batch.memory is None
+    assert batch.obs[:, 0].tolist() == list(range(12))  # row-major: t * N + n
+    minibatches = shuffled.minibatches(batch, torch.Generator().manual_seed(0))
+    assert [len(index) for index in minibatches] == [4, 4, 4]
+    picked = torch.cat([shuffled.select(batch, index).logp for index in minibatches])
+    assert sorted(picked.tolist()) == list(range(12))

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from recurrent_reference import chunk_batch
 
 from esper.simic.agents.recurrent import RecurrentActorCritic
+from esper.simic.assembly import action_spec
 from esper.simic.envs.factory import make_vector_env
 from esper.simic.envs.normalization import IdentityNormalizer
 from esper.simic.rollout import RolloutRunner, evaluate
@@ -21,7 +23,7 @@ def make_runner(rnn_type: RNNType, num_steps: int = 24) -> RolloutRunner:
     )
     policy = RecurrentActorCritic(
         envs.single_observation_space.shape[0],
-        envs.single_action_space,
+        action_spec(envs.single_action_space, {}),
         NetworkConfig(actor_hidden=[16]),
         RNNConfig(type=rnn_type, hidden_size=8),
     )
@@ -45,7 +47,8 @@ def test_rollout_stores_the_state_before_each_step_and_resets_at_episode_starts(
     for start in range(0, 24, 4):
         obs = rollout.obs[start : start + 4]
         state = policy.initial_state(3)
-        dist, values, _ = policy.forward_sequences(obs, state, torch.ones(3, dtype=torch.bool))
+        with torch.no_grad():
+            dist, values, _, _ = policy(chunk_batch(obs, state, torch.ones(3, dtype=torch.bool)))
         torch.testing.assert_close(
             dist.log_prob(rollout.actions[start : start + 4]), rollout.logp[start : start + 4]
         )

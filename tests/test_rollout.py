@@ -1,13 +1,16 @@
-"""Feed-forward rollout collection: what the storage holds, and a broken policy's error."""
+"""Feed-forward rollout collection: what the storage holds (an empty state for a
+feed-forward policy), and a broken policy's error."""
 
 import pytest
 import torch
 
 from esper.simic.agents.networks import ActorCritic
+from esper.simic.assembly import action_spec
 from esper.simic.envs.factory import make_vector_env
 from esper.simic.envs.normalization import IdentityNormalizer
 from esper.simic.rollout import RolloutRunner
 from esper.simic.settings import EnvConfig, NetworkConfig
+from esper.simic.testing import observation_batch
 
 
 def make_runner(num_steps: int = 40) -> RolloutRunner:
@@ -16,7 +19,7 @@ def make_runner(num_steps: int = 40) -> RolloutRunner:
     envs = make_vector_env(
         EnvConfig(id="CartPole-v1", num_envs=3, max_episode_steps=10), gamma=0.99
     )
-    policy = ActorCritic(4, envs.single_action_space, NetworkConfig())
+    policy = ActorCritic(4, action_spec(envs.single_action_space, {}), NetworkConfig())
     return RolloutRunner(
         envs, policy, num_steps, 0.99, 0.95, IdentityNormalizer(), torch.device("cpu"), 0
     )
@@ -27,7 +30,7 @@ def test_rollout_stores_the_policy_outputs_at_the_stored_observations():
     rollout, episodes = runner.collect()
     obs = rollout.obs.reshape(-1, 4)
     with torch.no_grad():
-        dist, values = runner.policy(obs)
+        dist, values, _, _ = runner.policy(observation_batch(obs))
     actions = rollout.actions.reshape(-1)
     torch.testing.assert_close(rollout.logp.reshape(-1), dist.log_prob(actions))
     torch.testing.assert_close(rollout.values.reshape(-1), values)
@@ -35,6 +38,7 @@ def test_rollout_stores_the_policy_outputs_at_the_stored_observations():
     assert rollout.dones.sum(0).min() >= 3
     assert len(episodes.returns) == int(rollout.dones.sum())
     assert rollout.first_starts.all()
+    assert rollout.states_h.shape == (40, 3, 0, 0) and rollout.states_c is None
     # The next rollout starts where this one stopped.
     second, _ = runner.collect()
     assert torch.equal(second.first_starts, rollout.dones[-1])

@@ -28,7 +28,9 @@ def test_both_agents_train_and_report_the_normalised_score(tiny, tmp_path, agent
 
 
 def test_per_head_entropy_coefficients_are_checked_by_name(tiny, tmp_path):
-    with pytest.raises(ValueError, match=r"head_ent_coefs names \['blueprnt'\]"):
+    with pytest.raises(
+        ValueError, match=r"head_ent_coefs names blueprnt, but .*heads are op, slot"
+    ):
         run_training([*tiny, "env=seed_lifecycle", "+agent.head_ent_coefs.blueprnt=2"], tmp_path)
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.networks import ActorCritic
 from esper.simic.checkpoint import load_checkpoint
 from esper.simic.settings import NetworkConfig
@@ -47,7 +48,7 @@ def test_run_writes_summary_history_and_final_checkpoint(tiny, tmp_path):
         "rng",
         "config",
     } <= state.keys()
-    policy = ActorCritic(4, __import__("gymnasium").spaces.Discrete(2), NetworkConfig())
+    policy = ActorCritic(4, DiscreteActions(2), NetworkConfig())
     policy.load_state_dict(state["policy"])
     assert state["learner"]["scheduler"]["last_epoch"] == 8
 

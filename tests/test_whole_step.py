@@ -2,13 +2,15 @@
 
 import copy
 
-import gymnasium as gym
 import pytest
 import torch
 
+from esper.simic.agents.batches import Rollout
+from esper.simic.agents.batching import ShuffledSteps
 from esper.simic.agents.factored import FactoredSpec
+from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.ppo import PPOLearner, RolloutBatch
+from esper.simic.agents.ppo import PPOLearner
 from esper.simic.agents.whole_step import adam_
 from esper.simic.gradients import CollectorConfig, CollectorName, build_collector
 from esper.simic.settings import AgentConfig, NetworkConfig
@@ -27,17 +29,32 @@ def learner(
     detail: bool = False,
 ) -> PPOLearner:
     torch.manual_seed(0)
-    space = gym.spaces.MultiDiscrete([3, 3, 3]) if factored else gym.spaces.Discrete(2)
+    actions = SPEC if factored else DiscreteActions(2)
     network = NetworkConfig(actor_hidden=[16, 16], critic_hidden=[16])
-    policy = ActorCritic(4, space, network, SPEC if factored else None)
+    policy = ActorCritic(4, actions, network, {"slot": 0.5} if factored else None)
     config = AgentConfig(
         minibatch_size=32, update_epochs=3, learning_rate=3e-3, compile=compile_step
     )
     collector_config = CollectorConfig(name=collector, detail=detail)
-    return PPOLearner(policy, config, build_collector(collector_config), num_updates=4)
+    return PPOLearner(
+        policy, config, build_collector(collector_config), ShuffledSteps(32), num_updates=4
+    )
 
 
-def batch(factored: bool = False) -> RolloutBatch:
+def steps_rollout(**steps: torch.Tensor | None) -> Rollout:
+    """A rollout of one env whose ``T`` steps are the given ``[T, ...]`` tensors."""
+    size = len(steps["obs"])
+    fields = {k: None if v is None else v.unsqueeze(1) for k, v in steps.items()}
+    return Rollout(
+        **fields,
+        dones=torch.zeros(size, 1, dtype=torch.bool),
+        states_h=torch.zeros(size, 1, 0, 0),
+        states_c=None,
+        first_starts=torch.ones(1, dtype=torch.bool),
+    )
+
+
+def batch(factored: bool = False) -> Rollout:
     generator = torch.Generator().manual_seed(1)
     size = 64
     masks = None
@@ -47,7 +64,7 @@ def batch(factored: bool = False) -> RolloutBatch:
         masks[:, 2] = False  # op 2 is illegal everywhere
     else:
         actions = torch.randint(0, 2, (size,), generator=generator)
-    return RolloutBatch(
+    return steps_rollout(
         obs=torch.randn(size, 4, generator=generator),
         actions=actions,
         logp=torch.full((size,), -0.7),
@@ -58,11 +75,11 @@ def batch(factored: bool = False) -> RolloutBatch:
     )
 
 
-def assert_same_update(eager: PPOLearner, compiled: PPOLearner, data: RolloutBatch) -> None:
+def assert_same_update(eager: PPOLearner, compiled: PPOLearner, data: Rollout) -> None:
     """Two updates (the second at the annealed learning rate): same weights, moments, metrics."""
     for _ in range(2):
-        expected = eager.update(data, torch.Generator().manual_seed(0))
-        got = compiled.update(data, torch.Generator().manual_seed(0))
+        expected = eager.learn(data, torch.Generator().manual_seed(0))
+        got = compiled.learn(data, torch.Generator().manual_seed(0))
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
@@ -94,12 +111,12 @@ def test_compiled_state_round_trips_through_the_optimizer_state_dict():
     resumes an eager learner exactly where the compiled one goes on."""
     compiled, resumed = learner(True), learner(False)
     data = batch()
-    compiled.update(data, torch.Generator().manual_seed(0))
+    compiled.learn(data, torch.Generator().manual_seed(0))
     # Deep copies, as a checkpoint file is: the state dicts hold the live tensors.
     resumed.policy.load_state_dict(copy.deepcopy(compiled.policy.state_dict()))
     resumed.load_state_dict(copy.deepcopy(compiled.state_dict()))
-    compiled.update(data, torch.Generator().manual_seed(1))
-    resumed.update(data, torch.Generator().manual_seed(1))
+    compiled.learn(data, torch.Generator().manual_seed(1))
+    resumed.learn(data, torch.Generator().manual_seed(1))
     for a, b in zip(compiled.policy.parameters(), resumed.policy.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 

@@ -17,8 +17,12 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from esper.simic.assembly import UnsupportedSpaceError, action_spec, observation_size
 from esper.simic.envs.registration import register_esper_envs
-from esper.simic.settings import RNNConfig, RNNImpl, RNNType, SimicConfig
+from esper.simic.settings import AgentConfig, RNNConfig, RNNImpl, RNNType, SimicConfig
+
+MOVED_KEYS = {"collector.on_nonfinite": "agent.on_nonfinite"}
+"""Keys that moved, old -> new: an old key gets one line naming its new place."""
 
 
 class ConfigError(ValueError):
@@ -80,6 +84,7 @@ def check_cross_field(settings: SimicConfig) -> None:
         )
     if agent.rnn is not None and agent.rnn.impl is RNNImpl.esper:
         check_esper_rnn(agent.rnn, agent.burn_in, settings.trainer.device)
+        check_windows(agent, settings.env.num_envs)
     if agent.burn_in > agent.seq_len:
         raise ConfigError(
             f"agent.burn_in={agent.burn_in} must not exceed agent.seq_len={agent.seq_len}"
@@ -87,6 +92,27 @@ def check_cross_field(settings: SimicConfig) -> None:
     device = settings.trainer.device
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")
+    collector = settings.collector
+    if not 0.0 <= collector.vanishing_threshold < collector.exploding_threshold:
+        raise ConfigError(
+            f"collector.vanishing_threshold={collector.vanishing_threshold} must be >= 0 and "
+            f"below collector.exploding_threshold={collector.exploding_threshold}"
+        )
+
+
+def check_windows(agent: AgentConfig, num_envs: int) -> None:
+    """``rnn.impl=esper`` trains on minibatches of whole windows, all of one shape (a
+    compiled step never recompiles): ``minibatch_size / seq_len`` windows each, a count that
+    must divide the rollout's windows."""
+    windows = num_envs * -(-agent.num_steps // agent.seq_len)
+    per_minibatch, remainder = divmod(agent.minibatch_size, agent.seq_len)
+    if remainder or windows % per_minibatch:
+        raise ConfigError(
+            f"agent.rnn.impl=esper cuts the rollout into {windows} windows of "
+            f"agent.seq_len={agent.seq_len} steps: agent.minibatch_size={agent.minibatch_size} "
+            "must be a multiple of agent.seq_len whose window count divides "
+            f"{windows} (e.g. {agent.seq_len * windows})"
+        )
 
 
 def check_esper_rnn(rnn: RNNConfig, burn_in: int, device: str) -> None:
@@ -118,6 +144,30 @@ def check_env_id(env_id: str) -> None:
     raise ConfigError(f"env.id={env_id!r} is not a registered gymnasium environment.{hint}")
 
 
+def check_env_spaces(settings: SimicConfig) -> None:
+    """Make one env and check that the agents can handle its spaces and declared heads."""
+    env_cfg = settings.env
+    try:
+        env = gym.make(env_cfg.id, **env_cfg.kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"env.kwargs of {env_cfg.id}: {str(error).splitlines()[0]}") from error
+    try:
+        observation_size(env.observation_space)
+        actions = action_spec(env.action_space, env.metadata)
+    except UnsupportedSpaceError as error:
+        raise ConfigError(f"env.id={env_cfg.id}: {error}") from error
+    finally:
+        env.close()
+    head_names = actions.head_names
+    unknown = sorted(set(settings.agent.head_ent_coefs) - set(head_names))
+    if unknown:
+        heads = f"its heads are {', '.join(head_names)}" if head_names else "it has one head"
+        raise ConfigError(
+            f"agent.head_ent_coefs names {', '.join(unknown)}, but {env_cfg.id}'s action "
+            f"space has no such head: {heads}"
+        )
+
+
 def load_settings(cfg: DictConfig) -> SimicConfig:
     """Convert and check a composed config; ``ConfigError`` names the first problem."""
     try:
@@ -132,6 +182,7 @@ def load_settings(cfg: DictConfig) -> SimicConfig:
     check_bounds(settings)
     check_cross_field(settings)
     check_env_id(settings.env.id)
+    check_env_spaces(settings)
     return settings
 
 
@@ -150,6 +201,8 @@ def describe_config_exception(error: BaseException) -> str:
         key = getattr(cause, "full_key", None) or "config"
         message = (getattr(cause, "msg", None) or str(cause)).splitlines()[0]
         if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+            if key in MOVED_KEYS:
+                return f"{key} moved to {MOVED_KEYS[key]}: set {MOVED_KEYS[key]}=VALUE instead"
             return f"{key} is not a config key{_suggest_key(key)}"
         return f"{key}: {message}"
     return str(error).splitlines()[0]

@@ -79,9 +79,20 @@ def load_latest_good(resume: str) -> tuple[Path, dict[str, Any]]:
     raise ResumeError(f"resume={resume}: no readable checkpoint ({'; '.join(errors)})")
 
 
+def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config in today's layout: ``collector.on_nonfinite`` moved to
+    ``agent.on_nonfinite`` (checkpoints written before the move still resume)."""
+    collector = saved.get("collector")
+    if not isinstance(collector, dict) or "on_nonfinite" not in collector:
+        return saved
+    collector = dict(collector)
+    agent = {**saved.get("agent", {}), "on_nonfinite": collector.pop("on_nonfinite")}
+    return {**saved, "collector": collector, "agent": agent}
+
+
 def check_resumable(state: dict[str, Any], run_config: dict[str, Any], num_updates: int) -> None:
     """Refuse a finished run (unless extended) and a config that is not the checkpoint's."""
-    saved = state.get("config") or {}
+    saved = upgrade_config(state.get("config") or {})
     for key in sorted(set(saved) | set(run_config)):
         if key not in MUTABLE_KEYS and saved.get(key) != run_config.get(key):
             raise ResumeError(

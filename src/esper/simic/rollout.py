@@ -1,79 +1,31 @@
-"""Rollout collection into preallocated tensors, and deterministic evaluation.
+"""Rollout collection into preallocated tensors, and evaluation, for any ``Policy``.
 
-Storage is shaped ``[T, N, ...]`` (time, env) and allocated once per run, so a
-rollout writes into slots instead of growing Python lists of tensors. Feed-forward
-and recurrent policies share this code: a recurrent policy also carries its hidden
-state across steps and rollouts, resets it where episodes start, and the storage
-keeps the state before every step so that training can replay any chunk.
+Storage is shaped ``[T, N, ...]`` (time, env) and allocated once per run, so a rollout
+writes into slots instead of growing Python lists of tensors. Every policy carries a state
+across steps and rollouts (empty for a feed-forward one) that is reset where episodes
+start; the storage keeps the state before every step so that training can replay any
+chunk. Evaluation steps the policy through the same acting path as the rollout.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
-from torch.distributions import Distribution
 
 from esper.simic.agents.advantages import bootstrap_truncated, compute_gae
-from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
-from esper.simic.agents.recurrent_acting import RecurrentActingPass
+from esper.simic.agents.batches import Rollout
+from esper.simic.agents.policy import Policy, PolicyState
 from esper.simic.envs.normalization import Normalizer
 
 ACTION_MASK_KEY = "action_mask"
 """Where an env with invalid actions puts its boolean mask in ``info``."""
 
-Policy = ActorCritic | RecurrentActorCritic
-
 
 def _info_mask(info: dict, device: torch.device) -> torch.Tensor | None:
     mask = info.get(ACTION_MASK_KEY)
     return None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
-
-
-def policy_step(
-    policy: Policy,
-    obs: torch.Tensor,
-    state: RecurrentState | None,
-    episode_start: torch.Tensor,
-    mask: torch.Tensor | None,
-) -> tuple[Distribution, torch.Tensor, RecurrentState | None]:
-    """One acting step of either kind of policy; ``state`` is None for feed-forward ones."""
-    if isinstance(policy, RecurrentActorCritic):
-        assert state is not None
-        return policy.step(obs, state, episode_start, mask)
-    dist, value = policy(obs, mask)
-    return dist, value, None
-
-
-Actor = Callable[
-    [torch.Tensor, RecurrentState | None, torch.Tensor, torch.Tensor | None],
-    tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None],
-]
-"""(obs, state, episode_start, mask) -> (action, its log-probability, value, next state)."""
-
-
-def rollout_actor(policy: Policy) -> Actor:
-    """``policy``'s acting step, prepared once per rollout (``ActingPass`` or
-    ``RecurrentActingPass``)."""
-    if isinstance(policy, RecurrentActorCritic):
-        acting_recurrent = RecurrentActingPass(policy)
-
-        def recurrent_step(
-            obs: torch.Tensor,
-            state: RecurrentState | None,
-            episode_start: torch.Tensor,
-            mask: torch.Tensor | None,
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState | None]:
-            assert state is not None
-            return acting_recurrent(obs, state, episode_start, mask)
-
-        return recurrent_step
-    acting = policy.acting()
-    return lambda obs, _state, _episode_start, mask: (*acting(obs, mask), None)
 
 
 def _check_log_probs(logp: torch.Tensor) -> None:
@@ -88,31 +40,6 @@ def _check_log_probs(logp: torch.Tensor) -> None:
         )
 
 
-def policy_value(
-    policy: Policy, obs: torch.Tensor, state: RecurrentState | None, episode_start: torch.Tensor
-) -> torch.Tensor:
-    if isinstance(policy, RecurrentActorCritic):
-        assert state is not None
-        return policy.value(obs, state, episode_start)
-    return policy.value(obs)
-
-
-class Rollout(NamedTuple):
-    """One rollout with its advantages; step tensors are ``[T, N, ...]``."""
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    logp: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    dones: torch.Tensor
-    action_masks: torch.Tensor | None
-    states_h: torch.Tensor | None  # [T, N, K, H], the recurrent state before each step
-    states_c: torch.Tensor | None  # [T, N, K, H], LSTM cell state
-    first_starts: torch.Tensor  # [N], an episode begins at step 0
-
-
 @dataclass
 class RolloutStorage:
     """One rollout of ``num_steps`` steps of ``num_envs`` envs."""
@@ -124,8 +51,8 @@ class RolloutStorage:
     rewards: torch.Tensor  # [T, N], truncated episodes already bootstrapped
     dones: torch.Tensor  # [T, N], the episode ended with this step's transition
     action_masks: torch.Tensor | None  # [T, N, num_actions]
-    states_h: torch.Tensor | None  # [T, N, K, H]
-    states_c: torch.Tensor | None  # [T, N, K, H]
+    states_h: torch.Tensor  # [T, N, K, H]; K = 0 for a feed-forward policy
+    states_c: torch.Tensor | None  # [T, N, K, H], an LSTM's cell state
 
     @classmethod
     def allocate(
@@ -133,7 +60,7 @@ class RolloutStorage:
         num_steps: int,
         envs: VectorEnv,
         mask_dim: int | None,
-        state: RecurrentState | None,
+        state: PolicyState,
         device: torch.device,
     ) -> "RolloutStorage":
         obs_shape = envs.single_observation_space.shape
@@ -145,8 +72,8 @@ class RolloutStorage:
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(*lead, *shape, dtype=dtype, device=device)
 
-        def state_slots(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else zeros(tensor.shape[0], tensor.shape[2])
+        def state_slots(tensor: torch.Tensor) -> torch.Tensor:
+            return zeros(tensor.shape[0], tensor.shape[2])
 
         return cls(
             obs=zeros(*obs_shape),
@@ -156,8 +83,8 @@ class RolloutStorage:
             rewards=zeros(),
             dones=zeros(dtype=torch.bool),
             action_masks=None if mask_dim is None else zeros(mask_dim, dtype=torch.bool),
-            states_h=None if state is None else state_slots(state.h),
-            states_c=None if state is None else state_slots(state.c),
+            states_h=state_slots(state.h),
+            states_c=None if state.c is None else state_slots(state.c),
         )
 
 
@@ -207,11 +134,7 @@ class RolloutRunner:
         self.next_obs = self._tensor(self.normalizer(obs, update=True))
         self.next_mask = _info_mask(info, self.device)
         self.episode_start = torch.ones(self.envs.num_envs, dtype=torch.bool, device=self.device)
-        self.state = (
-            self.policy.initial_state(self.envs.num_envs)
-            if isinstance(self.policy, RecurrentActorCritic)
-            else None
-        )
+        self.state = self.policy.initial_state(self.envs.num_envs)
 
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
@@ -231,25 +154,22 @@ class RolloutRunner:
         """Step the envs ``T`` times.
 
         Per step only what the next step needs becomes a tensor: rewards and episode ends
-        stay NumPy rows, actions, log-probabilities and values a list, and each field is
-        copied into the storage once at the end. At CartPole's size a tensor conversion or
-        slot write costs about as much as a layer of the policy.
+        stay NumPy rows, actions, log-probabilities, values and states a list, and each
+        field is copied into the storage once at the end. At CartPole's size a tensor
+        conversion or slot write costs about as much as a layer of the policy.
         """
         storage, episodes = self.storage, EpisodeStats()
         num_steps = storage.obs.shape[0]
         obs_slots = storage.obs.unbind(0)
-        act = rollout_actor(self.policy)
-        actions, logps, values = [], [], []
+        act = self.policy.acting()
+        actions, logps, values, states = [], [], [], []
         rewards = np.empty(storage.rewards.shape, dtype=np.float32)
         dones = np.empty(storage.dones.shape, dtype=bool)
         for t in range(num_steps):
             obs_slots[t].copy_(self.next_obs)
             if storage.action_masks is not None:
                 storage.action_masks[t] = self.next_mask
-            if self.state is not None and storage.states_h is not None:
-                storage.states_h[t] = self.state.h.transpose(0, 1)
-                if storage.states_c is not None and self.state.c is not None:
-                    storage.states_c[t] = self.state.c.transpose(0, 1)
+            states.append(self.state)
             action, logp, value, self.state = act(
                 self.next_obs, self.state, self.episode_start, self.next_mask
             )
@@ -262,19 +182,21 @@ class RolloutRunner:
                 reward_t = torch.as_tensor(rewards[t], device=self.device)
                 rewards[t] = self._bootstrap(reward_t, terminated, truncated, info).cpu().numpy()
             np.logical_or(terminated, truncated, out=dones[t])
-            if self.state is not None:  # a recurrent policy resets its state where they start
-                self.episode_start = torch.as_tensor(dones[t].copy(), device=self.device)
+            # A view of this rollout's own ``dones`` row, which no later step overwrites.
+            self.episode_start = torch.from_numpy(dones[t]).to(self.device)
             self.next_obs = self._tensor(self.normalizer(obs, update=True))
             self.next_mask = _info_mask(info, self.device)
             episodes.record(info)
-        self.episode_start = torch.as_tensor(dones[-1].copy(), device=self.device)
         torch.stack(actions, out=storage.actions)
         torch.stack(logps, out=storage.logp)
         torch.stack(values, out=storage.values)
+        storage.states_h.copy_(torch.stack([s.h for s in states]).transpose(1, 2))
+        if storage.states_c is not None:
+            storage.states_c.copy_(torch.stack([s.c for s in states]).transpose(1, 2))
         storage.rewards.copy_(torch.from_numpy(rewards))
         storage.dones.copy_(torch.from_numpy(dones))
         _check_log_probs(storage.logp)
-        next_value = policy_value(self.policy, self.next_obs, self.state, self.episode_start)
+        next_value = self.policy.value(self.next_obs, self.state, self.episode_start)
         advantages, returns = compute_gae(
             storage.rewards, storage.values, storage.dones, next_value, self.gamma, self.gae_lambda
         )
@@ -293,13 +215,9 @@ class RolloutRunner:
             return reward
         final_obs = self._tensor(self.normalizer(np.stack(info["final_obs"][cut]), update=False))
         cut_t = torch.as_tensor(cut, device=self.device)
-        state = None
-        if self.state is not None:
-            c = None if self.state.c is None else self.state.c[:, cut_t]
-            state = RecurrentState(self.state.h[:, cut_t], c)
         no_reset = torch.zeros(int(cut.sum()), dtype=torch.bool, device=self.device)
         final_values = torch.zeros_like(reward)
-        final_values[cut_t] = policy_value(self.policy, final_obs, state, no_reset)
+        final_values[cut_t] = self.policy.value(final_obs, self.state.columns(cut_t), no_reset)
         return bootstrap_truncated(reward, cut_t, final_values, self.gamma)
 
     def _rollout(
@@ -319,7 +237,7 @@ class RolloutRunner:
             returns=returns.clone(),
             dones=s.dones.clone(),
             action_masks=copy(s.action_masks),
-            states_h=copy(s.states_h),
+            states_h=s.states_h.clone(),
             states_c=copy(s.states_c),
             first_starts=first_starts,
         )
@@ -334,21 +252,22 @@ def evaluate(
     device: torch.device,
     seed: int,
 ) -> np.ndarray:
-    """Returns of one episode per eval env (``num_envs`` episodes in all).
+    """Returns of one episode per eval env (``num_envs`` episodes in all), acting through
+    the policy's rollout step (its mode when ``deterministic``).
 
     Counting only each env's first episode avoids the bias towards short episodes
     that comes from taking the first K episodes to finish across envs.
     """
     obs, info = envs.reset(seed=seed)
     num_envs = envs.num_envs
-    state = policy.initial_state(num_envs) if isinstance(policy, RecurrentActorCritic) else None
+    act = policy.acting(deterministic)
+    state = policy.initial_state(num_envs)
     episode_start = torch.ones(num_envs, dtype=torch.bool, device=device)
     returns = np.zeros(num_envs)
     finished = np.zeros(num_envs, dtype=bool)
     while not finished.all():
         obs_t = torch.as_tensor(normalizer(obs, update=False), dtype=torch.float32, device=device)
-        dist, _, state = policy_step(policy, obs_t, state, episode_start, _info_mask(info, device))
-        action = dist.mode if deterministic else dist.sample()
+        action, _, _, state = act(obs_t, state, episode_start, _info_mask(info, device))
         obs, _, terminated, truncated, info = envs.step(action.cpu().numpy())
         done = terminated | truncated
         episode_start = torch.as_tensor(done, device=device)

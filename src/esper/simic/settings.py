@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from esper.simic.gradients import CollectorConfig
+from esper.simic.gradients import CollectorConfig, NonFinitePolicy
 
 
 def bounded(
@@ -157,6 +157,9 @@ class AgentConfig:
     """Global gradient-norm clip; ``None`` disables."""
     target_kl: float | None = bounded(None, gt=0)
     """Stop the update's epochs early once the approximate KL exceeds this."""
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.skip
+    """An optimiser step whose gradients hold NaN/Inf: ``skip`` it, ``abort`` the run after
+    the update (checkpointing the state before it), or ``warn`` and apply it."""
     compile: bool = False
     """Compile each whole gradient step (forward, loss, backward, gradient statistics and
     clipping, Adam) into one graph (torch.compile): costs seconds up front, then makes
@@ -166,7 +169,8 @@ class AgentConfig:
     rnn: RNNConfig | None = None
     """Recurrent core; set by ``agent=recurrent_ppo``."""
     seq_len: int = bounded(16, gt=0)
-    """Recurrent PPO: longest chunk of an episode trained through (truncated BPTT)."""
+    """Recurrent PPO: longest chunk of an episode trained through (truncated BPTT); with
+    ``rnn.impl=esper`` the window length."""
     burn_in: int = bounded(0, ge=0)
     """Recurrent PPO: steps replayed without gradient to refresh a chunk's stored state."""
 

@@ -7,9 +7,11 @@ exactly what ``python -m esper.simic`` runs.
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
+from esper.simic.agents.batches import TrainingBatch
 from esper.simic.app import CONFIG_MODULE, CONFIG_NAME
 from esper.simic.config import load_settings, register_schemas
 from esper.simic.settings import SimicConfig
@@ -46,3 +48,10 @@ def run_training(overrides: list[str], run_dir: Path) -> RunResult:
     """Compose, check and train one run in this process, writing under ``run_dir``."""
     settings, container = compose_settings(overrides)
     return train(settings, run_dir, container)
+
+
+def observation_batch(obs: torch.Tensor, mask: torch.Tensor | None = None) -> TrainingBatch:
+    """A step batch of observations (and action masks) alone: enough for a feed-forward
+    policy's training pass, as tests and benchmarks call it outside a rollout."""
+    empty = obs.new_zeros(0)
+    return TrainingBatch(obs, empty, empty, empty, empty, empty, mask)

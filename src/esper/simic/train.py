@@ -4,6 +4,7 @@ rollout -> GAE -> PPO update -> metrics -> (eval) -> (checkpoint), until the ste
 budget is spent; then a final evaluation, checkpoint and ``summary.json``.
 """
 
+import copy
 import dataclasses
 import math
 import random
@@ -13,17 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
-from esper.simic.agents.factored import FactoredSpec
-from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner, policy_parameters
-from esper.simic.agents.recurrent import RecurrentActorCritic
-from esper.simic.agents.recurrent_ppo import RecurrentPPOLearner
+from esper.simic.agents.ppo import NonFiniteGradientsError, policy_parameters
+from esper.simic.assembly import build_agent
 from esper.simic.checkpoint import (
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
@@ -33,10 +30,10 @@ from esper.simic.checkpoint import (
 )
 from esper.simic.envs.factory import find_wrapper, make_vector_env
 from esper.simic.envs.normalization import make_normalizer
-from esper.simic.envs.scoring import SEED_LIFECYCLE_ID, reference_score
-from esper.simic.gradients import build_collector
+from esper.simic.envs.scoring import reference_score
+from esper.simic.gradients import NonFinitePolicy
 from esper.simic.resume import check_resumable, load_latest_good, restart_seed, truncate_history
-from esper.simic.rollout import Policy, RolloutRunner, evaluate
+from esper.simic.rollout import RolloutRunner, evaluate
 from esper.simic.runinfo import git_commit, write_json_atomic
 from esper.simic.settings import SimicConfig
 from esper.simic.tracking import HISTORY_FILE, Tracker, build_tracker
@@ -53,7 +50,7 @@ EVAL_SEED_OFFSET = 1_000_003
 
 
 class TrainingAbortedError(RuntimeError):
-    """The run stopped on purpose (``collector.on_nonfinite=abort``); the message says why."""
+    """The run stopped on purpose (``agent.on_nonfinite=abort``); the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,37 +78,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def build_agent(
-    settings: SimicConfig,
-    obs_dim: int,
-    action_space: gym.Space,
-    device: torch.device,
-    num_updates: int,
-) -> tuple[Policy, PPOLearner]:
-    """The policy and its learner: feed-forward PPO, or recurrent PPO when ``agent.rnn``."""
-    agent = settings.agent
-    collector = build_collector(settings.collector)
-    spec = factored_spec(settings.env.id, action_space)
-    if agent.rnn is None:
-        policy = ActorCritic(obs_dim, action_space, agent.network, spec).to(device)
-        return policy, PPOLearner(policy, agent, collector, num_updates)
-    recurrent = RecurrentActorCritic(
-        obs_dim, action_space, agent.network, agent.rnn, agent.rnn.learned_initial_state, spec
-    ).to(device)
-    return recurrent, RecurrentPPOLearner(recurrent, agent, collector, num_updates)
-
-
-def factored_spec(env_id: str, action_space: gym.Space) -> FactoredSpec | None:
-    """How an env's MultiDiscrete heads depend on each other; None: independent heads.
-
-    Esper's seed-lifecycle task samples the op first, the slot under that op's mask,
-    and counts only the heads the op uses (``FactoredSpec.for_seed_lifecycle``).
-    """
-    if env_id == SEED_LIFECYCLE_ID and isinstance(action_space, gym.spaces.MultiDiscrete):
-        return FactoredSpec.for_seed_lifecycle(int(action_space.nvec[1]), int(action_space.nvec[2]))
-    return None
 
 
 def reward_normalizer_state(envs: VectorEnv) -> dict[str, Any]:
@@ -156,12 +122,8 @@ class Trainer:
     def _build_agent(self) -> None:
         settings, agent, env_cfg = self.settings, self.settings.agent, self.settings.env
         obs_shape = self.envs.single_observation_space.shape
-        if obs_shape is None or len(obs_shape) != 1:
-            raise ValueError(f"{env_cfg.id}: expected a flat Box observation, got {obs_shape}")
         self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs)
-        self.policy, self.learner = build_agent(
-            settings, obs_shape[0], self.envs.single_action_space, self.device, self.num_updates
-        )
+        self.policy, self.learner = build_agent(settings, self.envs, self.device, self.num_updates)
         self.runner = RolloutRunner(
             self.envs,
             self.policy,
@@ -178,14 +140,19 @@ class Trainer:
         self.tracker = build_tracker(self.settings, self.run_dir, self.run_config)
         trainer = self.settings.trainer
         loop_start = time.perf_counter()
+        abort = self.settings.agent.on_nonfinite is NonFinitePolicy.abort
         for update in range(self.start_update + 1, self.num_updates + 1):
+            # Under abort, the state before the update, which the failing update's finite
+            # steps, schedule step and rollout have not touched: what the checkpoint claims.
+            last_good = copy.deepcopy(self._state(update - 1)) if abort else None
             try:
                 metrics = self._train_one_update(loop_start)
             except NonFiniteGradientsError as error:
+                assert last_good is not None
                 path = self.run_dir / CHECKPOINT_DIR / "nonfinite_abort.pt"
-                save_checkpoint(self._state(update - 1), path)
+                save_checkpoint(last_good, path)
                 raise TrainingAbortedError(
-                    f"update {update}: {error}; the last good weights are in {path}"
+                    f"update {update}: {error}; the state after update {update - 1} is in {path}"
                 ) from error
             if (
                 trainer.eval_interval

@@ -18,17 +18,14 @@ conditional head's ``[n_ops, size]`` rows (row = op), then every other head's ma
 order. Without a conditional head this is the plain concatenation of the heads' masks.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from esper.simic.agents.networks import POLICY_GAIN, init_layer, masked_logits
-from esper.simic.envs.seed_lifecycle import HEAD_NAMES, HEAD_RELEVANCE, Op, mask_size
-from esper.simic.envs.seed_lifecycle.masks import NUM_ALPHA_TARGETS, NUM_TEMPO
+from esper.simic.agents.layers import POLICY_GAIN, init_layer, masked_logits
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,23 +54,10 @@ class FactoredSpec:
             raise ValueError(f"head_names must name all {n_heads} heads")
 
     @classmethod
-    def independent(cls, nvec: Sequence[int] | np.ndarray) -> "FactoredSpec":
+    def independent(cls, nvec: Sequence[int]) -> "FactoredSpec":
         """Any MultiDiscrete space: every head always relevant, no conditional head."""
-        sizes = tuple(int(n) for n in np.asarray(nvec).reshape(-1))
+        sizes = tuple(int(n) for n in nvec)
         return cls(sizes, torch.ones(sizes[0], len(sizes), dtype=torch.bool))
-
-    @classmethod
-    def for_seed_lifecycle(cls, num_slots: int, num_blueprints: int) -> "FactoredSpec":
-        """``esper/SeedLifecycle-v0``: heads (op, slot, blueprint, tempo, alpha_target), the
-        slot mask per op, and the env's :data:`HEAD_RELEVANCE`."""
-        spec = cls(
-            head_sizes=(len(Op), num_slots, num_blueprints, NUM_TEMPO, NUM_ALPHA_TARGETS),
-            relevance=torch.as_tensor(np.array(HEAD_RELEVANCE)),
-            conditional_head=HEAD_NAMES.index("slot"),
-            head_names=HEAD_NAMES,
-        )
-        assert spec.mask_size == mask_size(num_slots, num_blueprints)
-        return spec
 
     @property
     def num_ops(self) -> int:
@@ -227,16 +211,28 @@ class FactoredDistribution:
 
 
 class FactoredHead(nn.Module):
-    """One linear layer per head on shared features, giving a :class:`FactoredDistribution`."""
+    """One linear layer per head on shared features, giving a :class:`FactoredDistribution`.
 
-    def __init__(self, in_dim: int, spec: FactoredSpec, ortho: bool) -> None:
+    ``entropy_weights`` scale each head's share of the entropy bonus (Esper's per-head
+    entropy multipliers), by head name; 1 where absent.
+    """
+
+    def __init__(
+        self, in_dim: int, spec: FactoredSpec, ortho: bool, entropy_weights: Mapping[str, float]
+    ) -> None:
         super().__init__()
+        unknown = set(entropy_weights) - set(spec.head_names)
+        if unknown:
+            raise ValueError(f"entropy weights for {sorted(unknown)}: heads are {spec.head_names}")
         self.spec = spec
+        self.head_names = spec.head_names
         self.heads = nn.ModuleList(
             init_layer(nn.Linear(in_dim, n), POLICY_GAIN, ortho) for n in spec.logit_sizes()
         )
-        # Derived from the spec, not learned: kept out of checkpoints.
+        # Derived from the spec and the config, not learned: kept out of checkpoints.
         self.register_buffer("relevance", spec.relevance.clone(), persistent=False)
+        weights = torch.tensor([float(entropy_weights.get(n, 1.0)) for n in spec.head_names])
+        self.register_buffer("entropy_weights", weights, persistent=False)
 
     def forward(
         self, features: torch.Tensor, mask: torch.Tensor | None = None
@@ -245,3 +241,9 @@ class FactoredHead(nn.Module):
         masks = None if mask is None else self.spec.split_mask(mask)
         logits = [head(features) for head in self.heads]
         return FactoredDistribution(self.spec, self.relevance, logits, masks)
+
+    def entropy_terms(self, dist: FactoredDistribution) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted per-step entropy for the loss, and per-head diagnostics: each head's
+        entropy, then its masked-out probability mass (``[..., 2 * heads]``, no gradient)."""
+        per_head = torch.cat([dist.head_entropy(), dist.masked_mass()], dim=-1).detach()
+        return dist.entropy(self.entropy_weights), per_head

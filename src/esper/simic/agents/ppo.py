@@ -1,74 +1,32 @@
-"""The PPO update: epochs of minibatch gradient steps over one rollout.
+"""The PPO update: epochs of minibatch gradient steps over one rollout, for every policy.
 
-Metrics stay tensors through the whole update and become Python numbers once at
-its end, together with the gradient statistics (one host sync per update).
+Feed-forward and recurrent PPO differ only in how a rollout becomes minibatches, which a
+``Batching`` strategy decides (``batching.py``); the loss, optimiser, schedule, gradient
+collector, non-finite guard, target-KL stop and compiled step are this one learner's.
+Metrics stay tensors through the whole update and become Python numbers once at its end,
+together with the gradient statistics (one host sync per update).
 """
 
+import contextlib
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
 from torch.func import functional_call
 
-from esper.simic.agents.factored import FactoredDistribution, FactoredHead
-from esper.simic.agents.losses import (
-    clipped_surrogate_loss,
-    explained_variance,
-    normalize_advantages,
-    value_loss,
-)
-from esper.simic.agents.networks import ActorCritic
-from esper.simic.agents.whole_step import CompiledStep
+from esper.simic.agents.batches import Minibatch, Rollout, TrainingBatch
+from esper.simic.agents.batching import Batching
+from esper.simic.agents.losses import LossCoefficients, explained_variance, ppo_loss
+from esper.simic.agents.policy import Policy, PolicyOutput
+from esper.simic.agents.whole_step import CompiledStep, Scalars
 from esper.simic.gradients import AsyncGradientStats, GradientCollector, NonFinitePolicy
 from esper.simic.settings import AgentConfig
 
-if TYPE_CHECKING:
-    from esper.simic.rollout import Rollout
-
-
-class RolloutBatch(NamedTuple):
-    """One rollout flattened over time and envs; every tensor is ``[B, ...]``."""
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    logp: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    action_masks: torch.Tensor | None
-
-    def select(self, index: torch.Tensor) -> "RolloutBatch":
-        return RolloutBatch(*(None if t is None else t[index] for t in self))
-
-    @classmethod
-    def from_rollout(cls, rollout: "Rollout") -> "RolloutBatch":
-        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.reshape(-1, *t.shape[2:])
-
-        return cls(
-            obs=flat(rollout.obs),
-            actions=flat(rollout.actions),
-            logp=flat(rollout.logp),
-            values=flat(rollout.values),
-            advantages=flat(rollout.advantages),
-            returns=flat(rollout.returns),
-            action_masks=flat(rollout.action_masks),
-        )
-
-
-class Minibatch(NamedTuple):
-    """A minibatch as its indices into the rollout batch, for the compiled step: gathered
-    inside the step's graph, the selection fuses into the loss instead of costing an
-    indexing call per field and step."""
-
-    batch: RolloutBatch
-    index: torch.Tensor
-
-
 log = logging.getLogger(__name__)
+
+LOSS_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+HEAD_STATS = "head_stats"
+"""The scalars key of factored heads' per-head diagnostics (``PolicyOutput.head_stats``)."""
 
 
 class NonFiniteGradientsError(RuntimeError):
@@ -82,8 +40,29 @@ class NonFiniteGradientsError(RuntimeError):
         )
 
 
-# The per-step scalars of one gradient step, in the order they are stacked.
-STEP_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+class LinearDecay:
+    """The learning rate's multiplier: ``start_fraction`` at ``start_update``, falling
+    linearly to 0 at ``end_update`` (Huang et al. 2022, PPO detail 4).
+
+    A resumed run continues from where its schedule was, also when ``total_timesteps`` was
+    raised: the rate never jumps back up, it decays from its current value to 0 over the
+    new remaining updates.
+    """
+
+    def __init__(self, end_update: int, start_update: int = 0, start_fraction: float = 1.0) -> None:
+        self.end_update = end_update
+        self.start_update = start_update
+        self.start_fraction = start_fraction
+
+    def __call__(self, update: int) -> float:
+        remaining = self.end_update - self.start_update
+        if remaining <= 0:
+            return 0.0
+        return self.start_fraction * max(0, self.end_update - update) / remaining
+
+
+def _constant(_update: int) -> float:
+    return 1.0
 
 
 class PPOLearner:
@@ -96,40 +75,33 @@ class PPOLearner:
 
     def __init__(
         self,
-        policy: ActorCritic,
+        policy: Policy,
         config: AgentConfig,
         collector: GradientCollector,
+        batching: Batching,
         num_updates: int,
     ) -> None:
         self.policy = policy
         self.config = config
         self.collector = collector
+        self.batching = batching
+        self.num_updates = num_updates
+        self.coefficients = LossCoefficients(
+            config.clip_coef, config.value_clip, config.norm_adv, config.ent_coef, config.vf_coef
+        )
         # Fused Adam: one kernel for all parameters instead of a Python loop of small ops.
         self.optimizer = torch.optim.Adam(
             policy.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=True
         )
-        # Linear decay to 0 over the run (Huang et al. 2022, PPO detail 4).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda update: max(0.0, 1.0 - update / num_updates) if config.anneal_lr else 1.0,
+            self.optimizer, LinearDecay(num_updates) if config.anneal_lr else _constant
         )
         self.parameter_groups = policy.parameter_groups()
         self._names, self._params = zip(*policy.named_parameters(), strict=True)
-        head = policy.action_head
-        self._factored = isinstance(head, FactoredHead)
-        head_names = head.spec.head_names if isinstance(head, FactoredHead) else ()
-        unknown = set(config.head_ent_coefs) - set(head_names)
-        if unknown:
-            raise ValueError(
-                f"agent.head_ent_coefs names {sorted(unknown)}, but the action heads are "
-                f"{list(head_names) or 'not factored'}"
-            )
-        # Per-head entropy weights (Esper's per-head entropy multipliers); 1 by default.
-        self._head_weights = torch.tensor([config.head_ent_coefs.get(n, 1.0) for n in head_names])
         self.step_metric_names = (
-            *STEP_METRICS,
-            *(f"entropy/{name}" for name in head_names),
-            *(f"masked_mass/{name}" for name in head_names),
+            *LOSS_METRICS,
+            *(f"entropy/{name}" for name in policy.head_names),
+            *(f"masked_mass/{name}" for name in policy.head_names),
         )
         self._nonfinite_steps: list[torch.Tensor] = []
         self._nonfinite_params: list[torch.Tensor] = []
@@ -141,81 +113,105 @@ class PPOLearner:
                 collector,
                 config.max_grad_norm,
                 self.optimizer,
+                config.on_nonfinite,
             )
             if config.compile
             else None
         )
+        # Dynamo refuses RNN modules even when the step only reads their weights (the
+        # windows kernel does): allow them, around the compiled step only, where there are.
+        has_rnn = any(isinstance(m, nn.RNNBase) for m in policy.modules())
+        self._compile_context = (
+            torch._dynamo.config.patch(allow_rnn=True) if has_rnn else contextlib.nullcontext()
+        )
 
-    def _forward_args(self, batch: Any) -> tuple[Any, ...]:
-        """The arguments of the policy's training pass (``forward``) over a minibatch."""
-        return batch.obs, batch.action_masks
+    def learn(self, rollout: Rollout, generator: torch.Generator) -> dict[str, float]:
+        """Update the policy on one rollout and return the update's metrics.
 
-    def _minibatch_loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss of one minibatch and its terms stacked as ``STEP_METRICS``."""
-        return self._objective(*self.policy(*self._forward_args(batch)), batch)
-
-    def _minibatches(
-        self, batch: RolloutBatch, generator: torch.Generator
-    ) -> Iterator[RolloutBatch | Minibatch]:
-        """One epoch's shuffled minibatches of ``minibatch_size`` samples (as ``Minibatch``
-        indices for the compiled step, which gathers them itself)."""
-        order = torch.randperm(batch.obs.shape[0], generator=generator).to(batch.obs.device)
-        for index in order.split(self.config.minibatch_size):
-            yield batch.select(index) if self._compiled_step is None else Minibatch(batch, index)
-
-    def _explained_variance(self, batch: RolloutBatch) -> torch.Tensor:
-        return explained_variance(batch.values, batch.returns)
-
-    def _objective(
-        self, dist: Distribution, values: torch.Tensor, batch: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The PPO objective to minimise, and its terms stacked as ``STEP_METRICS``."""
+        With ``target_kl`` set, the mean approximate KL of each epoch is read back (one sync
+        per epoch) to stop early, as in OpenAI's Spinning Up PPO.
+        """
         config = self.config
-        logp = dist.log_prob(batch.actions)
-        entropy_per_sample, head_scalars = self._entropy_terms(dist, None)
-        entropy = entropy_per_sample.mean()
-        advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
-        policy_terms = clipped_surrogate_loss(logp, batch.logp, advantages, config.clip_coef)
-        v_loss = value_loss(values, batch.values, batch.returns, config.value_clip)
-        loss = policy_terms.loss - config.ent_coef * entropy + config.vf_coef * v_loss
-        terms = [policy_terms.loss, v_loss, entropy, policy_terms.approx_kl, policy_terms.clipfrac]
-        return loss, torch.cat([torch.stack(terms), head_scalars]).detach()
+        batch, telemetry = self.batching.prepare(rollout)
+        step_scalars: list[Scalars] = []
+        grad_stats: list[AsyncGradientStats] = []
+        self._nonfinite_steps, self._nonfinite_params = [], []
+        epochs_run = 0
+        for _ in range(config.update_epochs):
+            epoch_start = len(step_scalars)
+            for index in self.batching.minibatches(batch, generator):
+                scalars, stats = self._gradient_step(batch, index)
+                step_scalars.append(scalars)
+                grad_stats.append(stats)
+            epochs_run += 1
+            if config.target_kl is not None:
+                epoch_kl = torch.stack([s["approx_kl"] for s in step_scalars[epoch_start:]])
+                if epoch_kl.mean().item() > config.target_kl:
+                    break
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        metrics = self._read_metrics(batch, step_scalars, telemetry)
+        metrics["train/learning_rate"] = float(learning_rate)
+        metrics["train/epochs"] = float(epochs_run)
+        metrics.update(self.collector.materialize(grad_stats).as_metrics())
+        nonfinite_steps = int(metrics["train/nonfinite_steps"])
+        if nonfinite_steps:
+            self._report_nonfinite(nonfinite_steps, len(step_scalars))
+        return metrics
 
-    def _entropy_terms(
-        self, dist: Distribution | FactoredDistribution, valid: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-sample entropy the loss uses and, for factored actions, each head's mean
-        entropy and masked-out probability mass (over ``valid`` steps when given)."""
-        if not isinstance(dist, FactoredDistribution):
-            return dist.entropy(), torch.zeros(0)
-        weights = self._head_weights.to(dist.relevance.device)
-        per_head = torch.cat([dist.head_entropy(), dist.masked_mass()], dim=-1).detach()
-        per_head = per_head.reshape(-1, per_head.shape[-1])
-        if valid is None:
-            head_means = per_head.mean(0)
-        else:
-            keep = valid.reshape(-1, 1).to(per_head.dtype)
-            head_means = (per_head * keep).sum(0) / keep.sum().clamp(min=1.0)
-        return dist.entropy(weights), head_means
+    def _read_metrics(
+        self, batch: TrainingBatch, steps: list[Scalars], telemetry: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """The update's step means, explained variance, non-finite count and telemetry,
+        read back from the device in one sync."""
+        means = [torch.stack([s[name] for s in steps]).mean(0) for name in steps[0]]
+        named = {
+            "train/explained_variance": explained_variance(batch.values, batch.returns, batch.mask),
+            "train/nonfinite_steps": torch.stack(self._nonfinite_steps).sum().float(),
+            **telemetry,
+        }
+        values = torch.cat([m.reshape(-1) for m in (*means, *named.values())]).tolist()
+        step_means = values[: len(self.step_metric_names)]
+        extra = values[len(values) - len(named) :]
+        metrics = {
+            f"train/{name}": v for name, v in zip(self.step_metric_names, step_means, strict=True)
+        }
+        metrics.update(zip(named, extra, strict=True))
+        return metrics
+
+    def _loss(self, output: PolicyOutput, batch: TrainingBatch) -> tuple[torch.Tensor, Scalars]:
+        """The PPO loss of one minibatch and its terms as named 0-dim tensors."""
+        terms = ppo_loss(
+            output.dist.log_prob(batch.actions), output.entropy, output.values, batch.logp,
+            batch.values, batch.advantages, batch.returns, batch.mask, self.coefficients,
+        )  # fmt: skip
+        head_stats = output.head_stats.flatten(0, -2)
+        mask = None if batch.mask is None else batch.mask.reshape(-1, 1)
+        scalars = {name: getattr(terms, name) for name in LOSS_METRICS}
+        scalars[HEAD_STATS] = _column_means(head_stats, mask)
+        return terms.loss, scalars
 
     def _functional_loss(
         self, params: tuple[torch.Tensor, ...], minibatch: Minibatch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_minibatch_loss`` as a function of the parameters, for ``torch.func``."""
-        batch = minibatch.batch.select(minibatch.index)
+    ) -> tuple[torch.Tensor, Scalars]:
+        """The minibatch loss as a function of the parameters, for ``torch.func``."""
+        batch = self.batching.take(minibatch.batch, minibatch.index)
         parameters = dict(zip(self._names, params, strict=True))
-        dist, values = functional_call(self.policy, parameters, self._forward_args(batch))
-        return self._objective(dist, values, batch)
+        return self._loss(functional_call(self.policy, parameters, (batch,)), batch)
 
-    def _gradient_step(self, batch: Any) -> tuple[torch.Tensor, AsyncGradientStats]:
+    def _gradient_step(
+        self, batch: TrainingBatch, index: torch.Tensor
+    ) -> tuple[Scalars, AsyncGradientStats]:
         """Forward, loss, backward, gradient statistics with clipping, optimiser step."""
         if self._compiled_step is not None:
-            step = self._compiled_step(batch)
+            with self._compile_context:
+                step = self._compiled_step(Minibatch(batch, index))
             self._nonfinite_steps.append(step.nonfinite)
             if step.nonfinite_params is not None:
                 self._nonfinite_params.append(step.nonfinite_params)
             return step.scalars, step.grad_stats
-        loss, scalars = self._minibatch_loss(batch)
+        minibatch = self.batching.select(batch, index)
+        loss, scalars = self._loss(self.policy(minibatch), minibatch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_stats = self.collector.collect_and_clip(
@@ -238,7 +234,7 @@ class PPOLearner:
             total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         nonfinite = ~torch.isfinite(total)
         self._nonfinite_steps.append(nonfinite)
-        policy = self.collector.config.on_nonfinite
+        policy = self.config.on_nonfinite
         if policy is not NonFinitePolicy.warn:
             self.optimizer.found_inf = nonfinite.float()
         if policy is NonFinitePolicy.abort:
@@ -249,68 +245,8 @@ class PPOLearner:
             ]
             self._nonfinite_params.append(~torch.isfinite(torch.stack(per_param)))
 
-    def learn(self, rollout: "Rollout", generator: torch.Generator) -> dict[str, float]:
-        """Update the policy on one rollout and return the update's metrics."""
-        return self.update(RolloutBatch.from_rollout(rollout), generator)
-
-    def update(
-        self,
-        batch: Any,
-        generator: torch.Generator,
-        telemetry: dict[str, torch.Tensor] | None = None,
-    ) -> dict[str, float]:
-        """Run the epochs over ``batch`` and return the update's metrics.
-
-        ``telemetry``: extra 0-dim tensors read back in the update's one host sync.
-        With ``target_kl`` set, the mean approximate KL of each epoch is read back
-        (one sync per epoch) to stop early, as in OpenAI's Spinning Up PPO.
-        """
-        config = self.config
-        telemetry = telemetry or {}
-        step_scalars: list[torch.Tensor] = []
-        grad_stats: list[AsyncGradientStats] = []
-        self._nonfinite_steps, self._nonfinite_params = [], []
-        epochs_run = 0
-        for _ in range(config.update_epochs):
-            epoch_start = len(step_scalars)
-            for minibatch in self._minibatches(batch, generator):
-                scalars, stats = self._gradient_step(minibatch)
-                step_scalars.append(scalars)
-                grad_stats.append(stats)
-            epochs_run += 1
-            if config.target_kl is not None:
-                epoch_kl = torch.stack(step_scalars[epoch_start:])[:, 3].mean()
-                if epoch_kl.item() > config.target_kl:
-                    break
-        learning_rate = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
-        means = torch.stack(step_scalars).mean(0)
-        summary = torch.cat(
-            [
-                means,
-                self._explained_variance(batch).reshape(1),
-                torch.stack(self._nonfinite_steps).sum().reshape(1).float(),
-                *(value.reshape(1).float() for value in telemetry.values()),
-            ]
-        )
-        values = summary.tolist()  # the update's host sync
-        num_extra = len(telemetry)
-        *step_means, explained, nonfinite_steps = values[: len(values) - num_extra]
-        metrics = {
-            f"train/{name}": v for name, v in zip(self.step_metric_names, step_means, strict=True)
-        }
-        metrics["train/explained_variance"] = explained
-        metrics["train/nonfinite_steps"] = nonfinite_steps
-        metrics["train/learning_rate"] = float(learning_rate)
-        metrics["train/epochs"] = float(epochs_run)
-        metrics.update(zip(telemetry, values[len(values) - num_extra :], strict=True))
-        metrics.update(self.collector.materialize(grad_stats).as_metrics())
-        if nonfinite_steps:
-            self._report_nonfinite(int(nonfinite_steps), len(step_scalars))
-        return metrics
-
     def _report_nonfinite(self, count: int, steps: int) -> None:
-        policy = self.collector.config.on_nonfinite
+        policy = self.config.on_nonfinite
         if policy is NonFinitePolicy.abort:
             flagged = torch.stack(self._nonfinite_params).any(0).tolist()
             names = [name for name, bad in zip(self._names, flagged, strict=True) if bad]
@@ -322,8 +258,30 @@ class PPOLearner:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore the optimiser and the schedule, which then decays from the learning rate
+        it had reached to 0 at this run's last update (``LinearDecay``)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if not self.config.anneal_lr:
+            self.scheduler.lr_lambdas[0] = _constant
+            return
+        resumed = self.scheduler.last_epoch
+        fraction = self.scheduler.get_last_lr()[0] / self.scheduler.base_lrs[0]
+        self.scheduler.lr_lambdas[0] = LinearDecay(self.num_updates, resumed, fraction)
+        log.info(
+            "learning rate: %.3g at update %d, decaying linearly to 0 at update %d",
+            fraction * self.config.learning_rate,
+            resumed,
+            self.num_updates,
+        )
+
+
+def _column_means(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of each column of ``x`` [B, D] over the rows ``mask`` [B, 1] keeps."""
+    if mask is None:
+        return x.mean(0)
+    keep = mask.to(x.dtype)
+    return (x * keep).sum(0) / keep.sum().clamp(min=1.0)
 
 
 def policy_parameters(module: nn.Module) -> int:

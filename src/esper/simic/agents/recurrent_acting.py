@@ -4,8 +4,8 @@ A rollout steps the core one time step at a time, for a handful of envs. There t
 ``nn.LSTM``/``nn.GRU`` call (oneDNN's RNN primitive on CPU) costs ~150 us per core and step
 for what is two small matrix products and a few gate activations (64 units, 8 envs, one
 thread); stepping the same weights as plain tensor ops costs ~60 us. Training still replays
-whole chunks through the fused core (``RecurrentActorCritic.forward_sequences``), where one
-call over all time steps is what pays. The two agree to float rounding (tested): the
+whole chunks through the fused core (``RecurrentActorCritic.forward``), where one call
+over all time steps is what pays. The two agree to float rounding (tested): the
 rollout's stored log-probabilities and states are what training's replay recomputes.
 """
 
@@ -15,8 +15,10 @@ from functools import partial
 import torch
 from torch import nn
 
-from esper.simic.agents.networks import ActionSampler, apply_layers, unwrap_layer
-from esper.simic.agents.recurrent import RecurrentActorCritic, RecurrentState
+from esper.simic.agents.heads import ActionSampler
+from esper.simic.agents.layers import apply_layers, unwrap_layer
+from esper.simic.agents.policy import PolicyState
+from esper.simic.agents.recurrent import RecurrentActorCritic
 
 Cell = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]
@@ -77,7 +79,7 @@ def _cells(core: nn.LSTM | nn.GRU) -> list[Cell]:
 
 
 def _step_core(
-    cells: list[Cell], x: torch.Tensor, state: RecurrentState, first: int
+    cells: list[Cell], x: torch.Tensor, state: PolicyState, first: int
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Run ``cells`` on ``x`` [N, F] from the state's layers ``first``.. -> (output, h's, c's)."""
     hs, cs = [], []
@@ -91,12 +93,13 @@ def _step_core(
 
 
 class RecurrentActingPass:
-    """``RecurrentActorCritic.step`` followed by sampling, as plain tensor ops: the rollout's
-    step. Like ``networks.ActingPass`` it binds the parameters once per rollout, which the
-    runner builds anew each time (updates change the weights between rollouts)."""
+    """One step of the cores followed by sampling (the mode when ``deterministic``), as
+    plain tensor ops: the rollout's and evaluation's step. Like ``networks.ActingPass`` it
+    binds the parameters once per rollout, which the runner builds anew each time (updates
+    change the weights between rollouts)."""
 
     @torch.no_grad()
-    def __init__(self, policy: RecurrentActorCritic) -> None:
+    def __init__(self, policy: RecurrentActorCritic, deterministic: bool = False) -> None:
         self._policy = policy
         self._actor_encoder = [unwrap_layer(m) for m in policy.actor_encoder]
         self._critic_encoder = (
@@ -104,17 +107,17 @@ class RecurrentActingPass:
         )
         self._actor_cells = _cells(policy.actor_core)
         self._critic_cells = None if policy.shared_core else _cells(policy.critic_core)
-        self._sample = ActionSampler(policy.action_head)
+        self._sample = ActionSampler(policy.action_head, deterministic)
         self._value = unwrap_layer(policy.value_head)
 
     @torch.no_grad()
     def __call__(
         self,
         obs: torch.Tensor,
-        state: RecurrentState,
+        state: PolicyState,
         episode_start: torch.Tensor,
         mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RecurrentState]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PolicyState]:
         """``obs`` [N, D], ``state`` [K, N, H], ``episode_start`` [N] bool (reset to the
         initial state first), ``mask`` [N, A] -> action, its log-probability and the value,
         each [N], and the state after this step."""
@@ -131,5 +134,5 @@ class RecurrentActingPass:
             )
             hs, cs = hs + critic_hs, cs + critic_cs
         action, logp = self._sample(actor, mask)
-        next_state = RecurrentState(torch.stack(hs), torch.stack(cs) if cs else None)
+        next_state = PolicyState(torch.stack(hs), torch.stack(cs) if cs else None)
         return action, logp, self._value(critic).squeeze(-1), next_state

@@ -36,7 +36,6 @@ from its stored state.
 """
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 
@@ -205,99 +204,11 @@ def chunk_minibatches(
     return [chunks for chunks in order.split(counts) if len(chunks)]
 
 
-class ChunkBatch(NamedTuple):
-    """A rollout gathered into chunks: the training input of ``RecurrentActorCritic``.
-
-    Step tensors are ``[L, C, ...]``; the start state is ``[K, C, H]``, K = cores x layers.
-    """
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    logp: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    action_masks: torch.Tensor | None
-    mask: torch.Tensor
-    """[L, C] bool: valid steps."""
-    h0: torch.Tensor
-    c0: torch.Tensor | None
-    """LSTM cell state; None for a GRU."""
-    reset: torch.Tensor
-    """[C] bool: replace the start state by the initial state (see ``SequenceLayout``)."""
-    burn_in_obs: torch.Tensor | None
-    """[burn_in, C, D] observations replayed before the chunk; None without burn-in."""
-    has_burn_in: torch.Tensor | None
-    lengths: torch.Tensor
-    """[C] on the CPU."""
-    starts: torch.Tensor | None = None
-    """[L, C] bool: episode starts inside chunks (window layout); None otherwise."""
-
-    @classmethod
-    def from_rollout(
-        cls,
-        layout: SequenceLayout,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        logp: torch.Tensor,
-        values: torch.Tensor,
-        advantages: torch.Tensor,
-        returns: torch.Tensor,
-        action_masks: torch.Tensor | None,
-        states_h: torch.Tensor,
-        states_c: torch.Tensor | None,
-    ) -> "ChunkBatch":
-        """Gather ``[T, N, ...]`` rollout tensors and ``[T, N, K, H]`` stored states once
-        per update; minibatches then only select columns."""
-        return cls(
-            obs=layout.gather(obs),
-            actions=layout.gather(actions),
-            logp=layout.gather(logp),
-            values=layout.gather(values),
-            advantages=layout.gather(advantages),
-            returns=layout.gather(returns),
-            action_masks=None if action_masks is None else layout.gather(action_masks),
-            mask=layout.mask,
-            h0=layout.gather_start_state(states_h),
-            c0=None if states_c is None else layout.gather_start_state(states_c),
-            reset=layout.reset,
-            burn_in_obs=None if layout.burn_in_index is None else layout.gather_burn_in(obs),
-            has_burn_in=layout.has_burn_in,
-            lengths=layout.lengths,
-            starts=layout.starts,
-        )
-
-    def select(self, chunks: torch.Tensor) -> "ChunkBatch":
-        """The chunks ``chunks`` (CPU indices), trimmed to their longest valid length so a
-        minibatch of short chunks does not replay padding (no device sync: lengths are on
-        the CPU)."""
-        return self.take(chunks, rows=int(self.lengths[chunks].max()))
-
-    def take(self, chunks: torch.Tensor, rows: int | None = None) -> "ChunkBatch":
-        """The chunks ``chunks`` (CPU indices), all rows unless ``rows``: no value is read
-        back from the device, so a compiled step selects its minibatch in its graph."""
-        columns = chunks.to(self.mask.device)
-
-        def steps(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x[:rows, columns]
-
-        def per_chunk(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x[columns]
-
-        return ChunkBatch(
-            obs=steps(self.obs),
-            actions=steps(self.actions),
-            logp=steps(self.logp),
-            values=steps(self.values),
-            advantages=steps(self.advantages),
-            returns=steps(self.returns),
-            action_masks=steps(self.action_masks),
-            mask=steps(self.mask),
-            h0=self.h0[:, columns],
-            c0=None if self.c0 is None else self.c0[:, columns],
-            reset=per_chunk(self.reset),
-            burn_in_obs=None if self.burn_in_obs is None else self.burn_in_obs[:, columns],
-            has_burn_in=per_chunk(self.has_burn_in),
-            lengths=self.lengths[chunks],
-            starts=steps(self.starts),
-        )
+def window_minibatches(
+    num_windows: int, windows_per_minibatch: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Shuffle windows and group them ``windows_per_minibatch`` at a time: every minibatch
+    has the same shape (the config check makes the count divide ``num_windows``), so a
+    compiled step never recompiles for a smaller last group."""
+    order = torch.randperm(num_windows, generator=generator)
+    return list(order.split(windows_per_minibatch))

@@ -26,12 +26,13 @@ from esper.simic.gradients import AsyncGradientStats, GradientCollector, NonFini
 from esper.simic.gradients.collectors import StepMeasurement
 from esper.simic.gradients.gather import GradBatch, bucket_tensors
 
-LossFn = Callable[[tuple[torch.Tensor, ...], Any], tuple[torch.Tensor, torch.Tensor]]
-"""(parameters in ``named_parameters`` order, minibatch) -> (loss, detached scalars)."""
+Scalars = dict[str, torch.Tensor]
+LossFn = Callable[[tuple[torch.Tensor, ...], Any], tuple[torch.Tensor, Scalars]]
+"""(parameters in ``named_parameters`` order, minibatch) -> (loss, detached 0-dim metrics)."""
 
 
 class StepResult(NamedTuple):
-    scalars: torch.Tensor
+    scalars: Scalars
     grad_stats: AsyncGradientStats
     nonfinite: torch.Tensor
     """0-dim bool: the step's gradients held NaN/Inf."""
@@ -84,6 +85,7 @@ class CompiledStep:
         collector: GradientCollector,
         max_norm: float | None,
         optimizer: torch.optim.Adam,
+        on_nonfinite: NonFinitePolicy,
     ) -> None:
         group = optimizer.param_groups[0]
         if len(optimizer.param_groups) != 1 or group["weight_decay"] or group["amsgrad"]:
@@ -97,7 +99,7 @@ class CompiledStep:
         self._optimizer = optimizer
         # Read once: a value read inside the graph becomes a guard (a change, a recompile).
         self._betas, self._eps = group["betas"], group["eps"]
-        self._policy = collector.config.on_nonfinite
+        self._policy = on_nonfinite
         # The gradients' bucket plan: the parameters stand in for their gradients (same
         # shapes, dtypes, devices), and every parameter gets a gradient in a functional step.
         plan = bucket_tensors(groups)
@@ -154,7 +156,7 @@ class CompiledStep:
         steps: list[torch.Tensor],
         lr: torch.Tensor,
         batch: Any,
-    ) -> tuple[torch.Tensor, StepMeasurement, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[Scalars, StepMeasurement, torch.Tensor, torch.Tensor | None]:
         grads, (_, scalars) = grad_and_value(self._loss_fn, has_aux=True)(params, batch)
         buckets = tuple([grads[i] for i in bucket] for bucket in self._order)
         # Clips the gradients in place (the tensors of ``grads``).

@@ -51,11 +51,7 @@ class GradientCollector(ABC):
     name: ClassVar[CollectorName]
 
     def __init__(self, config: CollectorConfig) -> None:
-        if not 0.0 <= config.vanishing_threshold < config.exploding_threshold:
-            raise ValueError(
-                "need 0 <= vanishing_threshold < exploding_threshold, got "
-                f"{config.vanishing_threshold} and {config.exploding_threshold}"
-            )
+        # The thresholds' order is checked at the config door (``config.check_cross_field``).
         self.config = config
 
     def collect_async(self, groups: ParameterGroups) -> AsyncGradientStats:

@@ -20,7 +20,8 @@ class CollectorName(enum.Enum):
 
 
 class NonFinitePolicy(enum.Enum):
-    """What the update does with an optimiser step whose gradients hold NaN or Inf."""
+    """What the update does with an optimiser step whose gradients hold NaN or Inf
+    (``agent.on_nonfinite``: a training policy, not a statistic)."""
 
     # Drop the step (the optimiser leaves weights and moments untouched) and count it.
     skip = "skip"
@@ -35,13 +36,12 @@ class CollectorConfig:
     """Which collector to build and the thresholds its statistics are judged by."""
 
     # Implementation: loop (one norm call per tensor), foreach (torch._foreach_norm), fused
-    # (foreach norms reused for clipping) or none (clip only, no statistics).
-    name: CollectorName = CollectorName.fused
+    # (foreach norms reused for clipping) or none (clip only, no statistics). The run's
+    # default is conf/config.yaml's choice of the collector group.
+    name: CollectorName = CollectorName.foreach
     # A gradient tensor whose L2 norm is below this counts as vanishing (Esper's PPO default).
     vanishing_threshold: float = 1e-7
     # A gradient tensor whose L2 norm is above this (or NaN) counts as exploding.
     exploding_threshold: float = 100.0
     # Opt-in extra pass over every gradient element: zero fraction and NaN/Inf element counts.
     detail: bool = False
-    # Non-finite gradients: skip the step, abort the run, or warn and apply it.
-    on_nonfinite: NonFinitePolicy = NonFinitePolicy.skip

@@ -37,7 +37,7 @@ from esper.simic.envs.seed_lifecycle.lifecycle import (
     set_alpha_target,
     tick,
 )
-from esper.simic.envs.seed_lifecycle.masks import compute_action_mask, is_legal
+from esper.simic.envs.seed_lifecycle.masks import HEAD_RELEVANCE, compute_action_mask, is_legal
 from esper.simic.envs.seed_lifecycle.observation import (
     HISTORY_LENGTH,
     accuracy_feature,
@@ -79,7 +79,16 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
     a time limit, so there is nothing to bootstrap past it.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's API)
+    # "action_heads": how the MultiDiscrete heads depend on the op (the format is in
+    # esper.simic.assembly): agents build factored, op-conditioned heads from it.
+    metadata: dict[str, Any] = {  # noqa: RUF012 (gymnasium's API)
+        "render_modes": [],
+        "action_heads": {
+            "names": HEAD_NAMES,
+            "relevance": HEAD_RELEVANCE.tolist(),
+            "conditional": "slot",
+        },
+    }
 
     def __init__(
         self,

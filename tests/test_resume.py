@@ -82,6 +82,18 @@ def test_finished_run_resumes_only_with_a_larger_budget(tiny, tmp_path):
     assert train_steps(tmp_path) == [64 * i for i in range(1, 17)]
 
 
+def test_a_raised_budget_continues_the_learning_rate_where_it_was(tiny, tmp_path):
+    """Killed at update 6 of 8 (the rate at 1/4 of agent.learning_rate), resumed to 16
+    updates: the rate goes on from 1/4 down to 0 at the new end instead of jumping up."""
+    overrides = killed_run(tiny, tmp_path)
+    run_training([*overrides, "total_timesteps=1024"], tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rates = [row["train/learning_rate"] for row in rows if "train/learning_rate" in row]
+    base = 3e-4  # the schema's agent.learning_rate
+    assert rates[:6] == pytest.approx([base * (1 - u / 8) for u in range(6)])
+    assert rates[6:] == pytest.approx([base * 0.25 * (10 - u) / 10 for u in range(10)])
+
+
 def test_resume_with_a_different_config_is_refused(tiny, tmp_path):
     run_training(tiny, tmp_path)
     with pytest.raises(ResumeError, match="seed differs"):

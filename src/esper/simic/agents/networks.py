@@ -8,11 +8,11 @@ from torch import nn
 from esper.simic.agents.batches import TrainingBatch
 from esper.simic.agents.heads import ActionSampler, ActionSpec, make_action_head, policy_output
 from esper.simic.agents.layers import VALUE_GAIN, apply_layers, init_layer, mlp, unwrap_layer
-from esper.simic.agents.policy import PolicyOutput, PolicyState
+from esper.simic.agents.policy import Policy, PolicyOutput, PolicyState
 from esper.simic.settings import NetworkConfig
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(Policy):
     """Policy and value MLPs, separate by default or on one shared trunk."""
 
     def __init__(

@@ -6,8 +6,9 @@ it holds: the rollout stores states, the batching strategy replays them, and the
 calls ``forward`` on whatever minibatch the strategy made.
 """
 
-from collections.abc import Callable, Iterator
-from typing import NamedTuple, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -65,43 +66,31 @@ ActingStep = Callable[
 its log-probability, value, state after the step)."""
 
 
-class Policy(Protocol):
-    """What a model must offer to be trained by PPO here."""
+class Policy(nn.Module, ABC):
+    """What a model must offer to be trained by PPO here (an ``nn.Module`` besides)."""
 
-    head_names: tuple[str, ...]
+    head_names: tuple[str, ...] = ()
     """Names of factored action heads, for per-head metrics; empty otherwise."""
 
+    @abstractmethod
     def initial_state(self, num_envs: int) -> PolicyState:
         """The state at an episode start."""
-        ...
 
+    @abstractmethod
     def acting(self, deterministic: bool = False) -> ActingStep:
         """The acting step for the coming rollout or evaluation (parameters bound once:
         they change only between rollouts); ``deterministic`` takes the mode."""
-        ...
 
+    @abstractmethod
     def value(
         self, obs: torch.Tensor, state: PolicyState, episode_start: torch.Tensor
     ) -> torch.Tensor:
         """V(obs) [N] from ``state`` (to bootstrap past a rollout's end or a time limit)."""
-        ...
 
+    @abstractmethod
     def forward(self, batch: TrainingBatch) -> PolicyOutput:
         """The training pass over a minibatch made by the policy's batching strategy."""
-        ...
 
+    @abstractmethod
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role, for per-group gradient statistics."""
-        ...
-
-    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]: ...
-
-    def modules(self) -> Iterator[nn.Module]: ...
-
-    def parameters(self) -> Iterator[nn.Parameter]: ...
-
-    def state_dict(self) -> dict[str, torch.Tensor]: ...
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> object: ...
-
-    def __call__(self, batch: TrainingBatch) -> PolicyOutput: ...

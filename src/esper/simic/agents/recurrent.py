@@ -22,7 +22,7 @@ from esper.simic.agents.batches import SequenceMemory, TrainingBatch
 from esper.simic.agents.heads import ActionSpec, make_action_head, policy_output
 from esper.simic.agents.layers import VALUE_GAIN, init_layer, mlp
 from esper.simic.agents.lstm_resets import lstm_with_resets
-from esper.simic.agents.policy import PolicyOutput, PolicyState
+from esper.simic.agents.policy import Policy, PolicyOutput, PolicyState
 from esper.simic.settings import NetworkConfig, RNNConfig, RNNType
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _run_core(
     return out, PolicyState(h, c)
 
 
-class RecurrentActorCritic(nn.Module):
+class RecurrentActorCritic(Policy):
     """Observation encoder (``network.actor_hidden`` MLP) -> core -> policy and value heads.
 
     ``rnn.shared_core``: one encoder and one core feed both heads. Otherwise actor and

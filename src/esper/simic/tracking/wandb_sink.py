@@ -15,12 +15,10 @@ from typing import Any
 
 import wandb
 
+from esper.simic.rundir import RunDir, write_text_atomic
 from esper.simic.settings import LoggerConfig, WandbMode
 
 log = logging.getLogger(__name__)
-
-RUN_ID_FILE = "wandb_run_id.txt"
-"""Holds the W&B run id in the run dir, so a resumed run continues the same W&B run."""
 
 
 def _settings(init_timeout_s: float) -> wandb.Settings:
@@ -83,7 +81,8 @@ class WandbSink:
         resuming: bool = False,
     ) -> None:
         self.config = config
-        id_file = run_dir / RUN_ID_FILE
+        # The run id is kept in the run dir, so a resumed run continues the same W&B run.
+        id_file = RunDir(run_dir).wandb_run_id
         kwargs: dict[str, Any] = {
             "dir": str(run_dir),
             "project": config.project,
@@ -111,7 +110,7 @@ class WandbSink:
             self.run = wandb.init(
                 mode="offline", settings=_settings(config.init_timeout_s), **kwargs
             )
-        id_file.write_text(self.run.id + "\n", encoding="utf-8")
+        write_text_atomic(id_file, self.run.id + "\n")
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
         self._failed = False

@@ -20,7 +20,7 @@ def train_steps(run_dir):
 def killed_run(tiny, run_dir):
     """A finished tiny run made to look killed after update 7: checkpoints up to 6 only."""
     run_training([*tiny, "trainer.checkpoint_interval=2"], run_dir)
-    for name in ("final.pt", "checkpoint_0000008.pt"):
+    for name in ("final.pt", "best.pt", "checkpoint_0000008.pt"):
         (run_dir / "checkpoints" / name).unlink()
     (run_dir / "summary.json").unlink()
     with (run_dir / "metrics.jsonl").open("a") as history:
@@ -84,7 +84,7 @@ def test_finished_run_resumes_only_with_a_larger_budget(tiny, tmp_path):
 
 def test_resume_with_a_different_config_is_refused(tiny, tmp_path):
     run_training(tiny, tmp_path)
-    with pytest.raises(ResumeError, match="seed differs"):
+    with pytest.raises(ResumeError, match="seed: 0 there, 1 now"):
         run_training([*tiny, "seed=1", "total_timesteps=1024", f"resume={tmp_path}"], tmp_path)
 
 

@@ -98,5 +98,5 @@ def test_trainer_checkpoints_then_aborts_with_the_update(tiny, tmp_path, monkeyp
     monkeypatch.setattr(PPOLearner, "update", update_then_fail)
     with pytest.raises(train_module.TrainingAbortedError, match=r"update 3: 1 of 4 .*critic_trunk"):
         run_training([*tiny, "collector.on_nonfinite=abort"], tmp_path)
-    state = torch.load(tmp_path / "checkpoints" / "nonfinite_abort.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "nonfinite_abort.pt", weights_only=True)
     assert state["counters"]["update"] == 2

@@ -181,7 +181,7 @@ def _run(cfg: DictConfig) -> float:
                 raise SystemExit(EXIT_TRAINING_ABORTED) from error
             raise
         except RunStoppedError as stopped:
-            report_stop(stopped, run_dir, single)
+            report_stop(stopped, run_dir, single, stop.requeue_signal is not None)
             stop.requeue()  # a submitit job: resubmitted, continues from the checkpoint
             raise SystemExit(EXIT_STOPPED) from None
     return result.final_eval_return_mean
@@ -203,20 +203,25 @@ def continue_sweep_job(settings: SimicConfig, job: RunDir) -> tuple[SimicConfig,
     return dataclasses.replace(settings, resume=str(job.path)), None
 
 
-def report_stop(stopped: RunStoppedError, run_dir: Path, single: bool) -> None:
-    """The one line a stopped run leaves: where it stopped and the command that continues."""
+def report_stop(stopped: RunStoppedError, run_dir: Path, single: bool, requeued: bool) -> None:
+    """The one line a stopped run leaves: where it stopped and how it continues."""
     hydra = HydraConfig.get()
     if single:
         overrides = [o for o in hydra.overrides.task if not o.startswith("resume=")]
-        command = " ".join(["python -m esper.simic", *overrides, f"resume={run_dir}"])
+        how = "resume with: " + " ".join(["python -m esper.simic", *overrides, f"resume={run_dir}"])
+    elif requeued:
+        how = "submitit requeues the job, which resumes from that checkpoint"
     else:
+        # The sweep's own overrides (seed=0,1,2), as the sweeper saved them.
         sweep_dir = Path(hydra.sweep.dir)
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        overrides = [o for o in saved if not o.startswith("hydra.sweep.dir=")]
+        how = "continue the sweep with: " + " ".join(
+            ["python -m esper.simic -m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+        )
         write_sweep_summary(sweep_dir)
-        overrides = [o for o in hydra.overrides.task if not o.startswith("hydra.sweep.dir=")]
-        command = " ".join(["python -m esper.simic -m", *overrides, f"hydra.sweep.dir={sweep_dir}"])
     print(
-        f"esper.simic: {stopped.signal_name}: stopped at step {stopped.step}; "
-        f"resume with: {command}",
+        f"esper.simic: {stopped.signal_name}: stopped at step {stopped.step}; {how}",
         file=sys.stderr,
         flush=True,
     )

@@ -7,6 +7,7 @@ log call turns the sink off; ``metrics.jsonl`` keeps the full history either way
 """
 
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,11 +102,14 @@ class WandbSink:
         except Exception as error:
             if config.mode is not WandbMode.online:
                 raise
-            log.warning(
-                "W&B online init failed (%s); logging offline instead. "
-                "Upload later with: wandb sync %s/wandb/offline-run-*",
-                str(error).splitlines()[0],
-                run_dir,
+            # Printed, not logged: it must reach the user whatever logging config a
+            # launcher's worker process runs under.
+            print(
+                f"esper.simic: warning: W&B online init failed ({str(error).splitlines()[0]}); "
+                "logging offline instead. Upload later with: "
+                f"wandb sync {run_dir}/wandb/offline-run-*",
+                file=sys.stderr,
+                flush=True,
             )
             self.run = wandb.init(
                 mode="offline", settings=_settings(config.init_timeout_s), **kwargs

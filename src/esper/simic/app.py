@@ -194,12 +194,14 @@ def continue_sweep_job(settings: SimicConfig, job: RunDir) -> tuple[SimicConfig,
     the same ``hydra.sweep.dir`` find: a finished job returns its result, a stopped one
     resumes from its newest checkpoint (its config must match, as for ``resume=``).
     """
-    if settings.resume is not None or not job.run_files():
+    if settings.resume is not None:
         return settings, None
-    if job.summary.exists():
+    if job.summary.exists() and not job.failed.exists():
         summary = json.loads(job.summary.read_text(encoding="utf-8"))
         return settings, float(summary["final_eval_return_mean"])
-    job.failed.unlink(missing_ok=True)
+    job.failed.unlink(missing_ok=True)  # this attempt writes its own outcome
+    if not job.checkpoints.is_dir():
+        return settings, None
     return dataclasses.replace(settings, resume=str(job.path)), None
 
 

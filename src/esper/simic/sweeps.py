@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from esper.simic.rundir import RunDir, write_json_atomic, write_text_atomic
+from esper.simic.rundir import RunDir, RunDirLockedError, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ def run_guarded(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     """Run one sweep job; on failure write ``failed.json`` and return NaN instead of raising."""
     try:
         return task(cfg)
+    except RunDirLockedError as error:
+        log.error("job not run: %s", error)  # its dir is another process's to write
+        return math.nan
     except Exception as error:
         job = RunDir(Path(HydraConfig.get().runtime.output_dir))
         line = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

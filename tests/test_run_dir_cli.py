@@ -170,3 +170,28 @@ def test_a_budget_under_one_rollout_says_it_is_rounded_up(tmp_path):
         "rounded up to 64 steps" in result.stderr
     )
     assert steps(tmp_path / "r") == [64]
+
+
+def test_online_wandb_without_a_key_says_it_logs_offline(tmp_path):
+    quiet = [o for o in TINY_OVERRIDES if not o.startswith("logger=")]
+    env = {k: v for k, v in ENV.items() if not k.startswith("WANDB_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "esper.simic",
+            *quiet,
+            "logger=wandb",
+            "logger.mode=online",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "HOME": str(tmp_path), "WANDB_SILENT": "true"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "esper.simic: warning: W&B online init failed (No API key configured" in result.stderr
+    assert f"wandb sync {tmp_path / 'r'}/wandb/offline-run-*" in result.stderr
+    assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def report_stop(stopped: RunStoppedError, run_dir: Path, single: bool, requeued:
     hydra = HydraConfig.get()
     if single:
         overrides = [o for o in hydra.overrides.task if not o.startswith("resume=")]
-        how = "resume with: " + " ".join(["python -m esper.simic", *overrides, f"resume={run_dir}"])
+        how = "resume with: python -m esper.simic " + shlex.join([*overrides, f"resume={run_dir}"])
     elif requeued:
         how = "submitit requeues the job, which resumes from that checkpoint"
     else:
@@ -218,8 +219,8 @@ def report_stop(stopped: RunStoppedError, run_dir: Path, single: bool, requeued:
         sweep_dir = Path(hydra.sweep.dir)
         saved = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
         overrides = [o for o in saved if not o.startswith("hydra.sweep.dir=")]
-        how = "continue the sweep with: " + " ".join(
-            ["python -m esper.simic -m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+        how = "continue the sweep with: python -m esper.simic -m " + shlex.join(
+            [*overrides, f"hydra.sweep.dir={sweep_dir}"]
         )
         write_sweep_summary(sweep_dir)
     print(

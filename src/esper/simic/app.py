@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from esper.simic.config import (
     ConfigError,
@@ -29,6 +29,8 @@ from esper.simic.train import (
     RunStoppedError,
     TrainingAbortedError,
     not_empty_message,
+    num_updates,
+    rollout_size,
     train,
 )
 
@@ -56,19 +58,33 @@ def preflight(overrides: list[str]) -> None:
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
-            run_dir = Path(str(cfg.hydra.run.dir))
     except Exception as error:
         fail(describe_config_exception(error))
+    run_dir = planned_run_dir(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
     try:
         settings = load_settings(cfg)
         if settings.resume is None:
-            check_fresh_run_dir(RunDir(run_dir))
+            if run_dir is not None:
+                check_fresh_run_dir(RunDir(run_dir))
         else:
             check_resume(settings, plain_config(cfg))
     except (ConfigError, ResumeError) as error:
         fail(str(error))
+
+
+def planned_run_dir(cfg: DictConfig) -> Path | None:
+    """``hydra.run.dir`` as Hydra will make it, or None when it needs Hydra's runtime.
+
+    ``${now:...}`` resolves here as it will there (a second later is another dir, which
+    is fresh anyway); keys Hydra fills only while running (``hydra.job.override_dirname``)
+    do not, and then ``train``'s check under the lock is the only one.
+    """
+    try:
+        return Path(str(cfg.hydra.run.dir))
+    except OmegaConfBaseException:
+        return None
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -103,14 +119,6 @@ def check_resume(settings: SimicConfig, run_config: dict[str, Any]) -> None:
         check_resumable(point.state, run_config, num_updates(settings), finished)
     except ResumeError as error:
         raise ResumeError(f"cannot resume: {error}") from error
-
-
-def num_updates(settings: SimicConfig) -> int:
-    return math.ceil(settings.total_timesteps / rollout_size(settings))
-
-
-def rollout_size(settings: SimicConfig) -> int:
-    return settings.agent.num_steps * settings.env.num_envs
 
 
 def budget_notice(settings: SimicConfig) -> str | None:

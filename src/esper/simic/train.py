@@ -80,6 +80,16 @@ class RunResult:
     eval_returns: list[float]
 
 
+def rollout_size(settings: SimicConfig) -> int:
+    """Env steps per update, the unit the budget is spent in."""
+    return settings.agent.num_steps * settings.env.num_envs
+
+
+def num_updates(settings: SimicConfig) -> int:
+    """Updates that spend ``total_timesteps``, the last rollout rounded up."""
+    return math.ceil(settings.total_timesteps / rollout_size(settings))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,8 +169,8 @@ class Trainer:
             torch.set_num_threads(trainer.torch_threads)
         self.generator = seed_everything(settings.seed)
         self.device = resolve_device(trainer.device)
-        self.batch_size = agent.num_steps * env_cfg.num_envs
-        self.num_updates = math.ceil(settings.total_timesteps / self.batch_size)
+        self.batch_size = rollout_size(settings)
+        self.num_updates = num_updates(settings)
         self.global_step = 0
         self.start_update = self.start_step = 0
         self.best_eval_return = -math.inf

@@ -142,3 +142,10 @@ def test_matrix_suites_name_real_experiments(preset, experiments):
 def test_launcher_presets_compose(launcher):
     cfg = _hydra_cfg([f"hydra/launcher={launcher}"])
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+def test_the_slurm_preset_lets_submitit_requeue_a_timed_out_job():
+    """submitit's default (0) ends a job at its time limit instead of requeueing it."""
+    launcher = _hydra_cfg(["hydra/launcher=slurm"]).hydra.launcher
+    assert launcher.max_num_timeout > 0
+    assert launcher.signal_delay_s > 0

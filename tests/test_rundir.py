@@ -1,9 +1,11 @@
 """The run dir's owner: atomic writes with a normal file mode, the lock, plain checkpoints."""
 
+import fcntl
 import os
 import random
 import signal
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -60,6 +62,15 @@ def test_the_lock_names_its_holder_and_refuses_a_second_owner(tmp_path):
             run.acquire()
     assert run.holder() is None
     run.acquire().release()
+
+
+def test_a_probe_holding_the_lock_for_an_instant_does_not_refuse_a_starting_run(tmp_path):
+    run = RunDir(tmp_path)
+    probe = run.lock.open("a+")
+    fcntl.flock(probe, fcntl.LOCK_EX)  # what holder() does, with no holder line written
+    threading.Timer(0.2, probe.close).start()
+    with run.acquire():
+        assert run.holder() == f"pid {os.getpid()} on host {socket.gethostname()}"
 
 
 def test_first_signal_asks_for_a_stop_and_a_second_stops_at_once():

@@ -21,12 +21,15 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
+LOCK_ATTEMPTS = 20
+LOCK_RETRY_S = 0.05
 
 
 @functools.cache
@@ -192,16 +195,22 @@ class RunDir:
         """Own the run dir until the process exits or ``release``; stale temp files go."""
         self.path.mkdir(parents=True, exist_ok=True)
         file = self.lock.open("a+")
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            holder = file.read().strip() or "another process"
-            file.close()
-            raise RunDirLockedError(
-                f"run dir {self.path} is in use by {holder}: wait for it to end or stop it "
-                "(SIGTERM checkpoints it), or choose another hydra.run.dir"
-            ) from None
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip()
+                # No holder line: a ``holder()`` probe has it for an instant; try again.
+                if holder or attempt == LOCK_ATTEMPTS - 1:
+                    file.close()
+                    raise RunDirLockedError(
+                        f"run dir {self.path} is in use by {holder or 'another process'}: wait "
+                        "for it to end or stop it (SIGTERM checkpoints it), or choose another "
+                        "hydra.run.dir"
+                    ) from None
+                time.sleep(LOCK_RETRY_S)
         file.seek(0)
         file.truncate()
         file.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")

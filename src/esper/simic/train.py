@@ -318,6 +318,7 @@ class Trainer:
             for path in point.superseded:
                 path.unlink()
             self.files.summary.unlink(missing_ok=True)
+            self.files.policy.unlink(missing_ok=True)
             print(
                 f"esper.simic: resume_from_older=true: dropped the history of the "
                 f"{point.newest_step - point.step} steps after step {point.step} "

@@ -4,7 +4,7 @@ Training, resume, sweeps, the W&B sink and the report all name files through
 ``RunDir`` so the layout is declared once:
 
     <run dir>/
-      .hydra/config.yaml      the composed config (written by Hydra)
+      .hydra/config.yaml      the composed config (written by Hydra, as overrides.yaml)
       run.lock                held (flock) by the process that owns the run: pid and host
       metrics.jsonl           the history, one JSON line per log call
       summary.json            final results: present only once the run finished
@@ -85,6 +85,7 @@ class RunDir:
     path: Path
 
     CONFIG = Path(".hydra") / "config.yaml"
+    OVERRIDES = Path(".hydra") / "overrides.yaml"
     LOCK = "run.lock"
     HISTORY = "metrics.jsonl"
     SUMMARY = "summary.json"
@@ -100,6 +101,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.path / self.CONFIG
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / self.OVERRIDES
 
     @property
     def lock(self) -> Path:

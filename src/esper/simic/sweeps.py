@@ -61,7 +61,7 @@ class JobRow:
 def read_job(job_dir: Path, sweep_dir: Path, thresholds: dict[str, float]) -> JobRow:
     """A job is ``ok`` only with a ``summary.json``; otherwise its row says why not."""
     run = RunDir(job_dir)
-    overrides = yaml.safe_load((job_dir / ".hydra/overrides.yaml").read_text()) or []
+    overrides = yaml.safe_load(run.overrides.read_text()) or []
     config = yaml.safe_load(run.config.read_text()) or {}
     experiment = str(config.get("experiment", ""))
     result = error = steps_per_s = None
@@ -91,7 +91,7 @@ def _job_key(job_dir: Path, sweep_dir: Path) -> list[tuple[int, str]]:
 
 def collect_jobs(sweep_dir: Path, thresholds: dict[str, float] | None = None) -> list[JobRow]:
     """Every job dir under ``sweep_dir`` (any depth: an Optuna study spans several runs)."""
-    job_dirs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
+    job_dirs = [p.parent.parent for p in sweep_dir.rglob(str(RunDir.OVERRIDES))]
     job_dirs = [d for d in job_dirs if d != sweep_dir]
     job_dirs.sort(key=lambda d: _job_key(d, sweep_dir))
     return [read_job(d, sweep_dir, thresholds or {}) for d in job_dirs]

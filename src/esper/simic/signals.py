@@ -14,6 +14,7 @@ handler, which resubmits the job (its checkpointing hook) and exits.
 import os
 import signal
 import sys
+import threading
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -49,6 +50,8 @@ class GracefulStop:
         self.received = signal.Signals(signum)
 
     def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python delivers signals to the main thread only
         for sig in self._signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -85,7 +87,7 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path):
     )
     jobs = _jobs(sweep)
     assert [j["status"] for j in jobs] == ["ok", "failed", "ok"]
-    assert jobs[1]["error"].startswith("ConfigError: env.id='Nope-v0' is not a registered")
+    assert jobs[1]["error"].startswith("failed: ConfigError: env.id='Nope-v0' is not a registered")
     assert (sweep / "1" / "failed.json").exists()
     assert jobs[2]["final_eval_return"] is not None
 
@@ -111,3 +113,79 @@ def test_optuna_search_continues_its_study_on_a_second_invocation(tmp_path):
     assert len(finished) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
     assert len(_jobs(tmp_path / "multirun/hpo/cartpole_ppo-ppo/second")) == 3
+
+
+STOPPABLE = [*QUICK, "logger=none", "total_timesteps=20000", "trainer.checkpoint_interval=20"]
+"""Jobs long enough to be signalled after their first periodic checkpoint (update 20)."""
+
+
+def _train_steps(job: Path) -> list[int]:
+    rows = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
+    return [row["global_step"] for row in rows if "train/policy_loss" in row]
+
+
+def _signal_when_checkpointed(job: Path, sig: signal.Signals, sweep: subprocess.Popen) -> None:
+    """Send ``sig`` to the process that holds the job's run dir (its lock names the pid)."""
+    deadline = time.monotonic() + 300
+    lock, first = job / "run.lock", job / "checkpoints" / "checkpoint_0000020.pt"
+    while not (first.exists() and lock.exists() and lock.read_text().strip()):
+        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(int(lock.read_text().split()[1]), sig)
+
+
+def test_a_slurm_local_job_signalled_mid_run_is_requeued_and_finishes(tmp_path):
+    sweep = tmp_path / "sweep"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "esper.simic",
+            "-m",
+            "hydra/launcher=slurm_local",
+            *STOPPABLE,
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _signal_when_checkpointed(sweep / "0", signal.SIGUSR1, process)
+    _signal_when_checkpointed(sweep / "1", signal.SIGTERM, process)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert logs.count("submitit requeues the job") == 2
+    assert logs.count("esper.simic: resuming") == 2
+    assert [j["status"] for j in _jobs(sweep)] == ["ok", "ok"]
+    assert "2 of 2 jobs ok" in (sweep / "sweep_summary.md").read_text()
+    for job in ("0", "1"):
+        assert _train_steps(sweep / job) == [64 * i for i in range(1, 314)]
+
+
+def test_a_stopped_basic_sweep_leaves_its_summary_and_continues_where_it_stopped(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [*STOPPABLE, "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "esper.simic", "-m", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _signal_when_checkpointed(sweep / "0", signal.SIGTERM, process)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 4, stderr[-3000:]
+    line = next(x for x in stderr.splitlines() if "stopped at step" in x)
+    assert "continue the sweep with: python -m esper.simic -m" in line
+    assert f"hydra.sweep.dir={sweep}" in line
+    (job,) = _jobs(sweep)
+    assert job["status"] == "unfinished"
+    assert f"resume={sweep / '0'} continues it" in job["error"]
+
+    _sweep(args, tmp_path)
+    assert [j["status"] for j in _jobs(sweep)] == ["ok", "ok"]
+    assert _train_steps(sweep / "0") == [64 * i for i in range(1, 314)]

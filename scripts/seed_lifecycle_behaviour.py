@@ -19,16 +19,16 @@ from numpy.typing import NDArray
 from omegaconf import OmegaConf
 
 from esper.simic.assembly import action_spec, build_policy
-from esper.simic.checkpoint import CHECKPOINT_DIR, FINAL_CHECKPOINT, load_checkpoint
+from esper.simic.checkpoint import load_checkpoint
 from esper.simic.config import load_settings
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv
 from esper.simic.envs.seed_lifecycle.policies import POLICIES, ReferencePolicy
+from esper.simic.rundir import RunDir
 from esper.simic.settings import SimicConfig
 
 FRESH_SEEDS = 50_000
 """Episodes are played on seeds from here on, away from training and eval seeds."""
-RUN_CONFIG = Path(".hydra") / "config.yaml"
 
 
 class TrainedPolicy:
@@ -41,7 +41,7 @@ class TrainedPolicy:
     def __init__(self, run_dir: Path, deterministic: bool | None = None) -> None:
         # The run's own resolved config: presets may have changed since it ran.
         schema = OmegaConf.structured(SimicConfig)
-        settings = load_settings(OmegaConf.merge(schema, OmegaConf.load(run_dir / RUN_CONFIG)))
+        settings = load_settings(OmegaConf.merge(schema, OmegaConf.load(RunDir(run_dir).config)))
         self.env_kwargs: dict[str, Any] = dict(settings.env.kwargs)
         self.deterministic = (
             settings.trainer.eval_deterministic if deterministic is None else deterministic
@@ -50,7 +50,7 @@ class TrainedPolicy:
         obs_dim = probe.observation_space.shape[0]
         actions = action_spec(probe.action_space, probe.metadata)
         self.policy = build_policy(settings.agent, obs_dim, actions)
-        state = load_checkpoint(run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT)
+        state = load_checkpoint(RunDir(run_dir).final)
         self.policy.load_state_dict(state["policy"])
         env = settings.env
         self.normalizer = make_normalizer(env.normalize_obs, (obs_dim,), env.clip_obs)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from esper.simic import checkpoint as ckpt
+from esper.simic.rundir import RunDir
 
 
 def test_round_trip_preserves_tensors_and_python_state(tmp_path):
@@ -33,6 +34,6 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_keep_last_prunes_older_periodic_checkpoints(tmp_path):
     for update in range(1, 6):
-        ckpt.save_checkpoint({"u": update}, ckpt.checkpoint_path(tmp_path, update), keep_last=2)
-    names = sorted(p.name for p in tmp_path.iterdir())
+        ckpt.save_checkpoint({"u": update}, RunDir(tmp_path).periodic(update), keep_last=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["checkpoint_0000004.pt", "checkpoint_0000005.pt"]

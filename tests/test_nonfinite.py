@@ -116,7 +116,7 @@ def test_trainer_checkpoints_the_state_before_the_failing_update(tiny, tmp_path,
     monkeypatch.setattr(PPOLearner, "learn", learn_then_fail)
     with pytest.raises(train_module.TrainingAbortedError, match=r"update 3: 1 of 4 .*critic_trunk"):
         run_training([*tiny, "agent.on_nonfinite=abort"], tmp_path)
-    state = torch.load(tmp_path / "checkpoints" / "nonfinite_abort.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "nonfinite_abort.pt", weights_only=True)
     assert state["counters"] == {"update": 2, "global_step": 128}
     assert state["learner"]["scheduler"]["last_epoch"] == 2
     for key, value in after_update_2.items():

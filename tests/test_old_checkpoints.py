@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from esper.simic.checkpoint import load_checkpoint
+from esper.simic.resume import ResumePoint
 from esper.simic.testing import compose_settings, run_training
 from esper.simic.train import Trainer
 
@@ -36,7 +37,7 @@ def test_an_old_checkpoint_restores_every_weight(name, tmp_path, one_thread):
     settings, container = compose_settings(overrides)
     trainer = Trainer(settings, run_dir, container)
     try:
-        trainer.restore(state)
+        trainer.restore(ResumePoint(checkpoint, state, state["counters"]["global_step"], ()))
         restored = trainer.policy.state_dict()
         assert restored.keys() == state["policy"].keys()
         for key, value in state["policy"].items():

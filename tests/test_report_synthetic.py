@@ -319,3 +319,25 @@ def test_a_malformed_reference_is_one_clear_error(known_sweep, tmp_path, capsys,
         run_report(tmp_path, str(known_sweep), "--reference", bad)
     assert exit_info.value.code == 2
     assert "needs LABEL=VALUE with a finite number" in capsys.readouterr().err
+
+
+def test_failed_and_unfinished_runs_are_listed_with_their_reason(known_sweep, tmp_path, capsys):
+    stopped = known_sweep / "20"
+    write_run(stopped, "loop", 10, 90.0)
+    (stopped / "summary.json").unlink()
+    (stopped / "checkpoints").mkdir()
+    failed = known_sweep / "21"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"experiment": "synthetic"}))
+    (failed / "failed.json").write_text(json.dumps({"error": "ValueError: bad"}))
+
+    code, report = run_report(tmp_path, str(known_sweep))
+
+    assert code == 0
+    warnings = report["warnings"]
+    assert any(
+        f"20 (unfinished: stopped or killed at step 4096; resume={stopped} continues it)" in w
+        for w in warnings
+    )
+    assert f"no history to report: {failed}: failed: ValueError: bad" in warnings
+    assert "failed: ValueError: bad" in capsys.readouterr().err

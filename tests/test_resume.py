@@ -5,6 +5,7 @@ import logging
 import shutil
 
 import pytest
+import torch
 
 from esper.simic.app import preflight
 from esper.simic.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -20,7 +21,7 @@ def train_steps(run_dir):
 def killed_run(tiny, run_dir):
     """A finished tiny run made to look killed after update 7: checkpoints up to 6 only."""
     run_training([*tiny, "trainer.checkpoint_interval=2"], run_dir)
-    for name in ("final.pt", "checkpoint_0000008.pt"):
+    for name in ("final.pt", "best.pt", "checkpoint_0000008.pt"):
         (run_dir / "checkpoints" / name).unlink()
     (run_dir / "summary.json").unlink()
     with (run_dir / "metrics.jsonl").open("a") as history:
@@ -96,7 +97,7 @@ def test_a_raised_budget_continues_the_learning_rate_where_it_was(tiny, tmp_path
 
 def test_resume_with_a_different_config_is_refused(tiny, tmp_path):
     run_training(tiny, tmp_path)
-    with pytest.raises(ResumeError, match="seed differs"):
+    with pytest.raises(ResumeError, match="seed: 0 there, 1 now"):
         run_training([*tiny, "seed=1", "total_timesteps=1024", f"resume={tmp_path}"], tmp_path)
 
 
@@ -113,3 +114,59 @@ def test_keep_checkpoints(tiny, tmp_path):
     run_training([*tiny, "trainer.checkpoint_interval=1", "trainer.keep_checkpoints=2"], tmp_path)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["best.pt", "checkpoint_0000007.pt", "checkpoint_0000008.pt", "final.pt"]
+
+
+def test_a_run_killed_before_its_summary_is_finished_without_training(tiny, tmp_path):
+    run_training(tiny, tmp_path)
+    (tmp_path / "summary.json").unlink()
+    history = (tmp_path / "metrics.jsonl").read_text()
+    result = run_training([*tiny, f"resume={tmp_path}"], tmp_path)
+    assert result.total_env_steps == 512
+    assert json.loads((tmp_path / "summary.json").read_text())["total_env_steps"] == 512
+    assert train_steps(tmp_path) == [64 * i for i in range(1, 9)]
+    assert (tmp_path / "metrics.jsonl").read_text().startswith(history)
+
+
+def test_best_pt_is_a_resume_source_before_the_first_periodic_checkpoint(tiny, tmp_path, capsys):
+    """Killed after the eval at update 4 wrote best.pt, before any periodic checkpoint."""
+    run_training([*tiny, "trainer.checkpoint_interval=0"], tmp_path)
+    for name in ("final.pt", "best.pt"):
+        (tmp_path / "checkpoints" / name).unlink()
+    (tmp_path / "summary.json").unlink()
+    run_training([*tiny, "trainer.checkpoint_interval=0", "total_timesteps=256"], tmp_path / "x")
+    best = tmp_path / "x" / "checkpoints" / "best.pt"
+    best.replace(tmp_path / "checkpoints" / "best.pt")  # same config and seed, at update 4
+    overrides = [*tiny, "trainer.checkpoint_interval=0", f"resume={tmp_path}"]
+    run_training(overrides, tmp_path)
+    assert "from best.pt: step" in capsys.readouterr().err
+    assert train_steps(tmp_path) == [64 * i for i in range(1, 9)]
+
+
+def test_an_older_checkpoint_needs_resume_from_older_and_drops_the_newer_history(
+    tiny, tmp_path, capsys
+):
+    run_training([*tiny, "trainer.checkpoint_interval=2"], tmp_path)
+    older = tmp_path / "checkpoints" / "checkpoint_0000004.pt"
+    longer = [*tiny, "trainer.checkpoint_interval=2", "total_timesteps=768", f"resume={older}"]
+    with pytest.raises(ResumeError, match=r"at step 256 but final.pt is at step 512.*drop the 256"):
+        run_training(longer, tmp_path)
+    result = run_training([*longer, "resume_from_older=true"], tmp_path)
+    assert "dropped the history of the 256 steps after step 256" in capsys.readouterr().err
+    assert result.total_env_steps == 768
+    assert train_steps(tmp_path) == [64 * i for i in range(1, 13)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_checkpoints_its_cuda_rng_and_resumes_deterministically(tiny, tmp_path):
+    cuda = [*tiny, "trainer.device=cuda"]
+    overrides = killed_run(cuda, tmp_path / "a")
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "checkpoint_0000006.pt")
+    assert len(state["rng"]["cuda"]) == torch.cuda.device_count()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    run_training(overrides, tmp_path / "a")
+    run_training([*overrides[:-1], f"resume={tmp_path / 'b'}"], tmp_path / "b")
+    final_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "final.pt")
+    final_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "final.pt")
+    for name, tensor in final_a["policy"].items():
+        assert torch.equal(tensor, final_b["policy"][name]), name
+    assert torch.equal(final_a["rng"]["cuda"][0], final_b["rng"]["cuda"][0])

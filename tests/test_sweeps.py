@@ -41,9 +41,9 @@ def test_rows_say_ok_failed_with_its_error_or_died_in_job_order(tmp_path):
     rows = sweeps.collect_jobs(tmp_path, {"cartpole_ppo": 485})
 
     assert [r.job for r in rows] == ["0", "1", "2", "9", "10"]
-    assert [r.status for r in rows] == ["failed", "failed", "ok", "ok", "ok"]
-    assert rows[0].error is not None and "did not finish" in rows[0].error
-    assert rows[1].error == "ConfigError: env.id bad"
+    assert [r.status for r in rows] == ["unfinished", "failed", "ok", "ok", "ok"]
+    assert rows[0].error == "unfinished: stopped or killed before its first update, no checkpoint"
+    assert rows[1].error == "failed: ConfigError: env.id bad"
     assert [r.passed for r in rows] == [False, False, False, True, True]
     assert rows[4].final_eval_return == 490.0
     table = sweeps.format_markdown(rows)
@@ -142,3 +142,10 @@ def test_matrix_suites_name_real_experiments(preset, experiments):
 def test_launcher_presets_compose(launcher):
     cfg = _hydra_cfg([f"hydra/launcher={launcher}"])
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+def test_the_slurm_preset_lets_submitit_requeue_a_timed_out_job():
+    """submitit's default (0) ends a job at its time limit instead of requeueing it."""
+    launcher = _hydra_cfg(["hydra/launcher=slurm"]).hydra.launcher
+    assert launcher.max_num_timeout > 0
+    assert launcher.signal_delay_s > 0

@@ -1,6 +1,8 @@
 """The Hydra task function and the checks that run before Hydra creates anything."""
 
 import dataclasses
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -8,7 +10,8 @@ from typing import Any
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from esper.simic.config import (
     ConfigError,
@@ -16,15 +19,26 @@ from esper.simic.config import (
     load_settings,
     register_schemas,
 )
-from esper.simic.resume import ResumeError, run_dir_of
+from esper.simic.resume import ResumeError, check_resumable, run_dir_of, select_checkpoint
+from esper.simic.rundir import RunDir, RunDirLockedError
 from esper.simic.settings import SimicConfig
-from esper.simic.sweeps import run_guarded
-from esper.simic.train import TrainingAbortedError, train
+from esper.simic.signals import GracefulStop
+from esper.simic.sweeps import run_guarded, write_sweep_summary
+from esper.simic.train import (
+    RunDirNotEmptyError,
+    RunStoppedError,
+    TrainingAbortedError,
+    not_empty_message,
+    num_updates,
+    rollout_size,
+    train,
+)
 
 CONFIG_MODULE = "esper.simic.conf"
 CONFIG_NAME = "config"
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_ABORTED = 3
+EXIT_STOPPED = 4
 
 
 def fail(message: str) -> None:
@@ -43,15 +57,79 @@ def preflight(overrides: list[str]) -> None:
     register_schemas()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+            cfg = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
     except Exception as error:
         fail(describe_config_exception(error))
+    run_dir = planned_run_dir(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
     try:
         settings = load_settings(cfg)
-        if settings.resume is not None:
-            run_dir_of(settings.resume)
+        if settings.resume is None:
+            if run_dir is not None:
+                check_fresh_run_dir(RunDir(run_dir))
+        else:
+            check_resume(settings, plain_config(cfg))
     except (ConfigError, ResumeError) as error:
         fail(str(error))
+
+
+def planned_run_dir(cfg: DictConfig) -> Path | None:
+    """``hydra.run.dir`` as Hydra will make it, or None when it needs Hydra's runtime.
+
+    ``${now:...}`` resolves here as it will there (a second later is another dir, which
+    is fresh anyway); keys Hydra fills only while running (``hydra.job.override_dirname``)
+    do not, and then ``train``'s check under the lock is the only one.
+    """
+    try:
+        return Path(str(cfg.hydra.run.dir))
+    except OmegaConfBaseException:
+        return None
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data (enums as names): what checkpoints and W&B keep."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def check_fresh_run_dir(run: RunDir) -> None:
+    """A fresh run never mixes into another run's files (``train`` checks again, locked)."""
+    holder = run.holder()
+    if holder is not None:
+        raise ConfigError(f"run dir {run.path} is in use by {holder}: choose another hydra.run.dir")
+    if run.run_files():
+        raise ConfigError(not_empty_message(run))
+
+
+def check_resume(settings: SimicConfig, run_config: dict[str, Any]) -> None:
+    """Everything ``resume=`` can refuse, before Hydra makes its output dir."""
+    assert settings.resume is not None
+    run = RunDir(run_dir_of(settings.resume))
+    holder = run.holder()
+    if holder is not None:
+        raise ResumeError(
+            f"cannot resume: {run.path} is still running ({holder}); stop it first "
+            "(SIGTERM checkpoints it)"
+        )
+    point = select_checkpoint(settings.resume, settings.resume_from_older)
+    finished = run.summary.exists() and not point.superseded
+    try:
+        check_resumable(point.state, run_config, num_updates(settings), finished)
+    except ResumeError as error:
+        raise ResumeError(f"cannot resume: {error}") from error
+
+
+def budget_notice(settings: SimicConfig) -> str | None:
+    """A budget that is not whole rollouts is rounded up; say so when that is not obvious."""
+    batch = rollout_size(settings)
+    if settings.total_timesteps >= batch:
+        return None
+    return (
+        f"total_timesteps={settings.total_timesteps} is less than one rollout "
+        f"(agent.num_steps * env.num_envs = {batch}): rounded up to {batch} steps"
+    )
 
 
 def sweep_group(settings: SimicConfig, run_config: dict[str, Any]) -> SimicConfig:
@@ -79,31 +157,82 @@ def run(cfg: DictConfig) -> float:
 
 
 def _run(cfg: DictConfig) -> float:
+    single = HydraConfig.get().mode is RunMode.RUN
     try:
         settings = load_settings(cfg)
     except ConfigError as error:
-        if HydraConfig.get().mode is RunMode.RUN:
+        if single:
             fail(str(error))
         raise  # in a sweep, one bad job must not end the others
-    run_config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert isinstance(run_config, dict)
+    run_config = plain_config(cfg)
     settings = sweep_group(settings, run_config)
-    try:
-        # A resumed run continues in its own dir; Hydra's new output dir keeps only
-        # the resuming invocation's .hydra/ config and log.
-        run_dir = (
-            Path(HydraConfig.get().runtime.output_dir)
-            if settings.resume is None
-            else run_dir_of(settings.resume)
-        )
-        result = train(settings, run_dir, run_config)
-    except ResumeError as error:
-        if HydraConfig.get().mode is RunMode.RUN:
-            fail(f"cannot resume: {error}")
-        raise
-    except TrainingAbortedError as error:
-        if HydraConfig.get().mode is RunMode.RUN:
-            print(f"esper.simic: training aborted: {error}", file=sys.stderr)
-            raise SystemExit(EXIT_TRAINING_ABORTED) from error
-        raise
+    notice = budget_notice(settings)
+    if notice is not None:
+        print(f"esper.simic: {notice}", file=sys.stderr, flush=True)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not single:
+        settings, done = continue_sweep_job(settings, RunDir(output_dir))
+        if done is not None:
+            return done
+    # A resumed run continues in its own dir; Hydra's new output dir keeps only the
+    # resuming invocation's .hydra/ config and log.
+    run_dir = output_dir if settings.resume is None else run_dir_of(settings.resume)
+    with GracefulStop() as stop:
+        try:
+            result = train(settings, run_dir, run_config, stop)
+        except (ResumeError, RunDirLockedError, RunDirNotEmptyError) as error:
+            if single:
+                fail(str(error))
+            raise
+        except TrainingAbortedError as error:
+            if single:
+                print(f"esper.simic: training aborted: {error}", file=sys.stderr)
+                raise SystemExit(EXIT_TRAINING_ABORTED) from error
+            raise
+        except RunStoppedError as stopped:
+            report_stop(stopped, run_dir, single, stop.requeue_signal is not None)
+            stop.requeue()  # a submitit job: resubmitted, continues from the checkpoint
+            raise SystemExit(EXIT_STOPPED) from None
     return result.final_eval_return_mean
+
+
+def continue_sweep_job(settings: SimicConfig, job: RunDir) -> tuple[SimicConfig, float | None]:
+    """A sweep job whose dir already holds its run continues it rather than starting over.
+
+    That is what a requeued submitit job (preempted, timed out) and a sweep rerun with
+    the same ``hydra.sweep.dir`` find: a finished job returns its result, a stopped one
+    resumes from its newest checkpoint (its config must match, as for ``resume=``).
+    """
+    if settings.resume is not None:
+        return settings, None
+    if job.summary.exists() and not job.failed.exists():
+        summary = json.loads(job.summary.read_text(encoding="utf-8"))
+        return settings, float(summary["final_eval_return_mean"])
+    job.failed.unlink(missing_ok=True)  # this attempt writes its own outcome
+    if not job.checkpoints.is_dir():
+        return settings, None
+    return dataclasses.replace(settings, resume=str(job.path)), None
+
+
+def report_stop(stopped: RunStoppedError, run_dir: Path, single: bool, requeued: bool) -> None:
+    """The one line a stopped run leaves: where it stopped and how it continues."""
+    hydra = HydraConfig.get()
+    if single:
+        overrides = [o for o in hydra.overrides.task if not o.startswith("resume=")]
+        how = "resume with: python -m esper.simic " + shlex.join([*overrides, f"resume={run_dir}"])
+    elif requeued:
+        how = "submitit requeues the job, which resumes from that checkpoint"
+    else:
+        # The sweep's own overrides (seed=0,1,2), as the sweeper saved them.
+        sweep_dir = Path(hydra.sweep.dir)
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        overrides = [o for o in saved if not o.startswith("hydra.sweep.dir=")]
+        how = "continue the sweep with: python -m esper.simic -m " + shlex.join(
+            [*overrides, f"hydra.sweep.dir={sweep_dir}"]
+        )
+        write_sweep_summary(sweep_dir)
+    print(
+        f"esper.simic: {stopped.signal_name}: stopped at step {stopped.step}; {how}",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -1,18 +1,25 @@
-"""Atomic checkpoints: a crash mid-write never leaves a half-written file under the real name."""
+"""Checkpoints as plain data: loadable with ``torch.load(weights_only=True)``.
 
-import os
-import tempfile
+Everything in a checkpoint is a tensor, a number, a string, None, or a list/dict of
+those, so loading one runs no pickled code. RNG states and normaliser statistics are
+converted here (``rng_state``/``restore_rng``); checkpoints written before that
+(pickled numpy and gymnasium objects) still load, with a one-line notice.
+"""
+
+import logging
+import pickle
+import random
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-CHECKPOINT_DIR = "checkpoints"
-"""Checkpoints live in ``<run dir>/checkpoints/``."""
-CHECKPOINT_GLOB = "checkpoint_*.pt"
-FINAL_CHECKPOINT = "final.pt"
-BEST_CHECKPOINT = "best.pt"
+from esper.simic.rundir import write_atomic
+
+log = logging.getLogger(__name__)
+
 TRAINING_STATE_KEYS = (
     "policy",
     "learner",
@@ -29,45 +36,34 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (truncated, corrupt, or missing state); one line."""
 
 
-def checkpoint_path(directory: Path, update: int) -> Path:
-    return directory / f"checkpoint_{update:07d}.pt"
-
-
 def save_checkpoint(state: dict[str, Any], path: Path, keep_last: int | None = None) -> Path:
-    """Write ``state`` to a temporary file beside ``path``, fsync, then rename over it.
+    """Write ``state`` atomically (``rundir.write_atomic``).
 
-    ``os.replace`` is atomic on POSIX within one filesystem, so readers see the old
-    file or the new one, never a torn one. With ``keep_last``, older checkpoints in
-    the same directory beyond the newest ``keep_last`` are removed afterwards.
+    With ``keep_last``, older periodic checkpoints (``checkpoint_*.pt``) beside ``path``
+    beyond the newest ``keep_last`` are removed afterwards.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        Path(tmp_name).replace(path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda file: torch.save(state, file))
     if keep_last is not None:
-        for old in sorted(path.parent.glob(CHECKPOINT_GLOB))[:-keep_last]:
+        for old in sorted(path.parent.glob("checkpoint_*.pt"))[:-keep_last]:
             old.unlink()
     return path
 
 
 def load_checkpoint(path: Path, required: Collection[str] = ()) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_checkpoint`` (tensors land on the CPU).
+    """Load a checkpoint (tensors land on the CPU); ``CheckpointError`` names a bad file.
 
     Writes are atomic, but a file can still be damaged afterwards (disk, copy, a
-    manual edit); ``CheckpointError`` then names the file and the problem so the
-    caller can fall back to an older one.
+    manual edit), and the caller can then fall back to an older one.
     """
     try:
-        # weights_only=False: the state holds numpy RNG state and normaliser arrays,
-        # and we only ever load files this package wrote.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" not in str(error):
+                raise
+            # Written before checkpoints were plain data; this package wrote it.
+            log.warning("%s holds pickled objects (an older esper-simic); loading it anyway", path)
+            state = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise
     except Exception as error:
@@ -77,3 +73,51 @@ def load_checkpoint(path: Path, required: Collection[str] = ()) -> dict[str, Any
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return state
+
+
+def plain_array(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def plain_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """Running statistics (mean, var: arrays; count: a numpy float) as tensors and floats."""
+    return {
+        key: plain_array(value) if isinstance(value, np.ndarray) else float(value)
+        for key, value in stats.items()
+    }
+
+
+def rng_state(minibatch: torch.Generator) -> dict[str, Any]:
+    """Every RNG a run draws from, as plain data."""
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": list(mt_state), "gauss": gauss},
+        "numpy": {
+            "kind": str(kind),
+            "keys": plain_array(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "minibatch": minibatch.get_state(),
+    }
+
+
+def restore_rng(rng: dict[str, Any], minibatch: torch.Generator) -> None:
+    """Undo ``rng_state`` (also the tuples older checkpoints pickled)."""
+    python = rng["python"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"]), python["gauss"])
+    random.setstate(python)
+    numpy = rng["numpy"]
+    if isinstance(numpy, dict):
+        keys = np.asarray(numpy["keys"], dtype=np.int64).astype(np.uint32)
+        numpy = (numpy["kind"], keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
+    np.random.set_state(numpy)
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    minibatch.set_state(rng["minibatch"])

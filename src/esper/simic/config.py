@@ -7,6 +7,7 @@ key and what it expected.
 
 import dataclasses
 import difflib
+import math
 import operator
 from collections.abc import Iterator
 from typing import Any
@@ -61,6 +62,27 @@ def check_bounds(settings: Any, prefix: str = "") -> None:
             compare, symbol = _COMPARISONS[name]
             if not compare(value, limit):
                 raise ConfigError(f"{key}={value} is out of range: expected {key} {symbol} {limit}")
+
+
+def _values(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _values(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(node, dict):
+        for name, value in node.items():
+            yield from _values(value, f"{key}.{name}")
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            yield from _values(value, f"{key}[{index}]")
+    else:
+        yield key, node
+
+
+def check_finite(settings: Any) -> None:
+    """No inf or nan anywhere (``agent.learning_rate=inf`` would only fail mid-update)."""
+    for key, value in _values(settings, ""):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not a finite number: give a finite value")
 
 
 def check_cross_field(settings: SimicConfig) -> None:
@@ -179,6 +201,7 @@ def load_settings(cfg: DictConfig) -> SimicConfig:
             "the composed config does not follow the simic_schema; "
             "conf/config.yaml must list simic_schema first in its defaults"
         )
+    check_finite(settings)
     check_bounds(settings)
     check_cross_field(settings)
     check_env_id(settings.env.id)

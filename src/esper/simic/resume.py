@@ -1,26 +1,22 @@
-"""Continue a killed (or finished, then extended) run in its own run dir.
+"""Continue a stopped, killed (or finished, then extended) run in its own run dir.
 
-``resume=<run dir or checkpoint>`` picks the newest readable checkpoint, checks that
-the run can go on, and trims the local history back to the checkpoint so every
-``global_step`` appears exactly once. Env state is not checkpointed: envs start
-fresh episodes at the resume point, seeded by ``restart_seed``.
+``resume=<run dir or checkpoint>`` picks a checkpoint (periodic, ``best.pt`` or
+``final.pt``), checks that the run can go on, and trims the local history back to it
+so every ``global_step`` appears exactly once. Resuming from anything older than the
+run's newest checkpoint would silently drop history, so it needs
+``resume_from_older=true``. Env state is not checkpointed: envs start fresh
+episodes at the resume point, seeded by ``restart_seed``.
 """
 
 import json
 import logging
-import os
-import tempfile
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from esper.simic.checkpoint import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_GLOB,
-    FINAL_CHECKPOINT,
-    TRAINING_STATE_KEYS,
-    CheckpointError,
-    load_checkpoint,
-)
+from esper.simic.checkpoint import TRAINING_STATE_KEYS, CheckpointError, load_checkpoint
+from esper.simic.rundir import RunDir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +24,32 @@ RESTART_SEED_OFFSET = 7_919
 """Resumed envs reset from ``seed + RESTART_SEED_OFFSET * update``: distinct per resume
 point, reproducible, and never the initial reset seed."""
 
-# Keys that may change between a run and its resumption; any other difference would
-# make the continuation a different experiment from the one its checkpoint began.
-MUTABLE_KEYS = ("resume", "total_timesteps", "trainer", "logger")
+MUTABLE_KEYS = ("resume", "resume_from_older", "total_timesteps", "trainer", "logger")
+"""Top-level keys that may change between a run and its resumption; any other difference
+would make the continuation a different experiment from the one its checkpoint began."""
 
 
 class ResumeError(ValueError):
     """A run that cannot be resumed; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a resumed run continues from, and the newer ones it supersedes."""
+
+    path: Path
+    state: dict[str, Any]
+    newest_step: int
+    superseded: tuple[Path, ...]
+    """Readable checkpoints newer than ``path`` (only with ``resume_from_older``)."""
+
+    @property
+    def step(self) -> int:
+        return int(self.state["counters"]["global_step"])
+
+    @property
+    def update(self) -> int:
+        return int(self.state["counters"]["update"])
 
 
 def run_dir_of(resume: str) -> Path:
@@ -43,40 +58,62 @@ def run_dir_of(resume: str) -> Path:
     if not path.exists():
         raise ResumeError(f"resume={resume}: no such run dir or checkpoint")
     if path.is_file():
-        return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+        return path.parent.parent if path.parent.name == RunDir.CHECKPOINTS else path.parent
     return path
 
 
-def checkpoint_candidates(resume: str) -> list[Path]:
-    """Checkpoints to try, newest first: the one named (if any), then final, then periodic."""
-    path = Path(resume).expanduser().resolve()
-    directory = run_dir_of(resume) / CHECKPOINT_DIR
-    periodic = sorted(directory.glob(CHECKPOINT_GLOB), reverse=True)
-    found = [directory / FINAL_CHECKPOINT, *periodic]
-    found = [p for p in found if p.exists()]
-    if path.is_file():
-        # An explicit checkpoint first; only older ones than it as fallbacks.
-        older = [p for p in periodic if p.name < path.name] if path in periodic else periodic
-        found = [path, *older]
-    if not found:
-        raise ResumeError(f"resume={resume}: no checkpoint under {directory}")
-    return found
-
-
-def load_latest_good(resume: str) -> tuple[Path, dict[str, Any]]:
-    """Load the first readable checkpoint, warning about each one that was not."""
-    candidates = checkpoint_candidates(resume)
-    errors: list[str] = []
-    for path in candidates:
+def _readable(run: RunDir) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Every checkpoint of the run that loads with its training state, newest step first."""
+    found, errors = [], []
+    for path in [run.final, run.best, *reversed(run.periodic_checkpoints())]:
+        if not path.exists():
+            continue
         try:
-            state = load_checkpoint(path, required=TRAINING_STATE_KEYS)
+            found.append((path, load_checkpoint(path, required=TRAINING_STATE_KEYS)))
         except CheckpointError as error:
             errors.append(str(error))
-            continue
+    found.sort(key=lambda item: item[1]["counters"]["global_step"], reverse=True)
+    return found, errors
+
+
+def select_checkpoint(resume: str, allow_older: bool) -> ResumePoint:
+    """The checkpoint ``resume`` names, or the run's newest readable one.
+
+    An unreadable newest checkpoint is reported and the next one used; an explicitly
+    named checkpoint older than the newest is refused unless ``allow_older``.
+    """
+    run = RunDir(run_dir_of(resume))
+    named = Path(resume).expanduser().resolve()
+    found, errors = _readable(run)
+    if named.is_file():
+        try:
+            state = load_checkpoint(named, required=TRAINING_STATE_KEYS)
+        except CheckpointError as error:
+            raise ResumeError(f"resume={resume}: {error}") from error
+        chosen = (named, state)
+    elif found:
+        chosen = found[0]
         if errors:
-            log.warning("%s; resuming from %s instead", "; ".join(errors), path)
-        return path, state
-    raise ResumeError(f"resume={resume}: no readable checkpoint ({'; '.join(errors)})")
+            log.warning("%s; resuming from %s instead", "; ".join(errors), chosen[0])
+    else:
+        detail = f" ({'; '.join(errors)})" if errors else ""
+        raise ResumeError(
+            f"resume={resume}: no readable checkpoint under {run.checkpoints}{detail}"
+        )
+    path, state = chosen
+    step = state["counters"]["global_step"]
+    newer = [
+        (p, s["counters"]["global_step"]) for p, s in found if s["counters"]["global_step"] > step
+    ]
+    newest = max([step, *(s for _, s in newer)])
+    if newer and not allow_older:
+        newest_path = max(newer, key=lambda item: item[1])[0]
+        raise ResumeError(
+            f"resume={resume} is at step {step} but {newest_path.name} is at step {newest}: "
+            f"resume={run.path} continues from the newest, or add resume_from_older=true to "
+            f"drop the {newest - step} steps after {step}"
+        )
+    return ResumePoint(path, state, newest, tuple(p for p, _ in newer))
 
 
 def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
@@ -90,21 +127,53 @@ def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "collector": collector, "agent": agent}
 
 
-def check_resumable(state: dict[str, Any], run_config: dict[str, Any], num_updates: int) -> None:
-    """Refuse a finished run (unless extended) and a config that is not the checkpoint's."""
-    saved = upgrade_config(state.get("config") or {})
-    for key in sorted(set(saved) | set(run_config)):
-        if key not in MUTABLE_KEYS and saved.get(key) != run_config.get(key):
-            raise ResumeError(
-                f"{key} differs from the checkpoint's config ({saved.get(key)!r} there, "
-                f"{run_config.get(key)!r} now); resume with the run's original overrides"
-            )
-    done = state["counters"]["update"]
-    if done >= num_updates:
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat |= _flatten(value, f"{prefix}{key}.")
+        return flat
+    return {prefix.rstrip("."): tree.name if isinstance(tree, Enum) else tree}
+
+
+def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key: <there>  there, <now> now`` for each immutable key that differs."""
+    there, here = _flatten(saved), _flatten(now)
+    missing = object()
+    lines = []
+    for key in sorted(set(there) | set(here)):
+        if key.split(".")[0] in MUTABLE_KEYS:
+            continue
+        a, b = there.get(key, missing), here.get(key, missing)
+        if a != b:
+            lines.append(f"{key}: {_show(a, missing)} there, {_show(b, missing)} now")
+    return lines
+
+
+def _show(value: Any, missing: object) -> str:
+    return "(absent)" if value is missing else json.dumps(value) if value is None else str(value)
+
+
+def check_resumable(
+    state: dict[str, Any], run_config: dict[str, Any], num_updates: int, finished: bool
+) -> None:
+    """Refuse a config that is not the checkpoint's, and a budget the run already spent.
+
+    A run whose last update is done but whose ``summary.json`` is missing (killed while
+    finishing) may resume: it only evaluates and writes its summary.
+    """
+    differences = config_differences(upgrade_config(state.get("config") or {}), run_config)
+    if differences:
         raise ResumeError(
-            f"the run already finished ({state['counters']['global_step']} env steps, "
-            f"update {done}); raise total_timesteps above "
-            f"{saved.get('total_timesteps', '?')} to continue it"
+            f"the config differs from the run's: {'; '.join(differences)}; "
+            "resume with the run's original overrides"
+        )
+    done, steps = state["counters"]["update"], state["counters"]["global_step"]
+    saved_budget = (state.get("config") or {}).get("total_timesteps", "?")
+    if done > num_updates or (done == num_updates and finished):
+        raise ResumeError(
+            f"the run already finished ({steps} env steps, update {done}); raise "
+            f"total_timesteps above {saved_budget} to continue it"
         )
 
 
@@ -115,8 +184,8 @@ def restart_seed(seed: int, update: int) -> int:
 def truncate_history(path: Path, global_step: int) -> int:
     """Drop history lines past ``global_step`` (and a torn last line); return lines kept.
 
-    The killed run logged past its last checkpoint; the resumed run logs those steps
-    again, so without this they would appear twice. Rewritten atomically.
+    The stopped run logged past its last checkpoint; the resumed run logs those steps
+    again, so without this they would appear twice.
     """
     if not path.exists():
         return 0
@@ -128,8 +197,5 @@ def truncate_history(path: Path, global_step: int) -> int:
             continue  # the line being written when the run was killed
         if row.get("global_step", 0) <= global_step:
             kept.append(line + "\n")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.writelines(kept)
-    Path(tmp).replace(path)
+    write_text_atomic(path, "".join(kept))
     return len(kept)

@@ -1,11 +1,7 @@
-"""Facts about a run recorded beside its results: code version, atomic JSON files."""
+"""Facts about a run recorded beside its results: the code version."""
 
-import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any
 
 _SOURCE_DIR = Path(__file__).resolve().parent
 
@@ -36,13 +32,3 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so that readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
-    Path(tmp_name).replace(path)

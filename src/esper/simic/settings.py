@@ -231,3 +231,6 @@ class SimicConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resume: str | None = None
     """Run dir or checkpoint of a run to continue in its own dir (``resume.py``)."""
+    resume_from_older: bool = False
+    """Allow ``resume=`` from a checkpoint older than the run's newest, dropping the
+    history after it; without it such a resume is refused rather than a silent rewind."""

@@ -22,11 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from esper.simic.train import SUMMARY_FILE
+from esper.simic.rundir import RunDir, RunDirLockedError, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-FAILED_FILE = "failed.json"
 SUMMARY_NAME = "sweep_summary"
 
 
@@ -34,12 +33,13 @@ def run_guarded(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     """Run one sweep job; on failure write ``failed.json`` and return NaN instead of raising."""
     try:
         return task(cfg)
+    except RunDirLockedError as error:
+        log.error("job not run: %s", error)  # its dir is another process's to write
+        return math.nan
     except Exception as error:
-        job_dir = Path(HydraConfig.get().runtime.output_dir)
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job = RunDir(Path(HydraConfig.get().runtime.output_dir))
         line = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        record = {"error": line, "traceback": traceback.format_exc()}
-        (job_dir / FAILED_FILE).write_text(json.dumps(record, indent=2))
+        write_json_atomic(job.failed, {"error": line, "traceback": traceback.format_exc()})
         log.error("job failed: %s", line)
         return math.nan
 
@@ -59,20 +59,17 @@ class JobRow:
 
 
 def read_job(job_dir: Path, sweep_dir: Path, thresholds: dict[str, float]) -> JobRow:
-    """A job is ``ok`` only with a ``summary.json``; no summary and no ``failed.json`` means
-    the process died (killed, out of memory, preempted)."""
-    overrides = yaml.safe_load((job_dir / ".hydra/overrides.yaml").read_text()) or []
-    config = yaml.safe_load((job_dir / ".hydra/config.yaml").read_text()) or {}
+    """A job is ``ok`` only with a ``summary.json``; otherwise its row says why not."""
+    run = RunDir(job_dir)
+    overrides = yaml.safe_load(run.overrides.read_text()) or []
+    config = yaml.safe_load(run.config.read_text()) or {}
     experiment = str(config.get("experiment", ""))
-    summary_file, failed_file = job_dir / SUMMARY_FILE, job_dir / FAILED_FILE
     result = error = steps_per_s = None
-    if failed_file.exists():
-        error = json.loads(failed_file.read_text())["error"]
-    elif summary_file.exists():
-        summary = json.loads(summary_file.read_text())
+    if run.summary.exists() and not run.failed.exists():
+        summary = json.loads(run.summary.read_text())
         result, steps_per_s = summary["final_eval_return_mean"], summary["env_steps_per_s"]
     else:
-        error = f"no {SUMMARY_FILE}: the job did not finish"
+        error = run.unfinished_reason()
     threshold = thresholds.get(experiment)
     return JobRow(
         job=str(job_dir.relative_to(sweep_dir)),
@@ -80,7 +77,7 @@ def read_job(job_dir: Path, sweep_dir: Path, thresholds: dict[str, float]) -> Jo
         experiment=experiment,
         final_eval_return=result,
         env_steps_per_s=steps_per_s,
-        status="ok" if error is None else "failed",
+        status="ok" if error is None else error.split(":")[0].split(" ")[0],
         error=error,
         passed=None if threshold is None else result is not None and result >= threshold,
     )
@@ -94,7 +91,7 @@ def _job_key(job_dir: Path, sweep_dir: Path) -> list[tuple[int, str]]:
 
 def collect_jobs(sweep_dir: Path, thresholds: dict[str, float] | None = None) -> list[JobRow]:
     """Every job dir under ``sweep_dir`` (any depth: an Optuna study spans several runs)."""
-    job_dirs = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
+    job_dirs = [p.parent.parent for p in sweep_dir.rglob(str(RunDir.OVERRIDES))]
     job_dirs = [d for d in job_dirs if d != sweep_dir]
     job_dirs.sort(key=lambda d: _job_key(d, sweep_dir))
     return [read_job(d, sweep_dir, thresholds or {}) for d in job_dirs]
@@ -112,7 +109,7 @@ def format_markdown(rows: list[JobRow]) -> str:
         header, rule = header + " pass |", rule + " --- |"
     lines = [header, rule]
     for r in rows:
-        status = r.status if r.error is None else f"{r.status}: {r.error}".replace("|", "\\|")
+        status = r.status if r.error is None else r.error.replace("|", "\\|")
         line = (
             f"| {r.job} | {' '.join(r.overrides)} | {_cell(r.final_eval_return)} "
             f"| {_cell(r.env_steps_per_s)} | {status} |"
@@ -143,13 +140,18 @@ class SweepSummary(Callback):
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = collect_jobs(sweep_dir, self.thresholds)
-        (sweep_dir / f"{SUMMARY_NAME}.md").write_text(format_markdown(rows))
-        payload = {"thresholds": self.thresholds, "jobs": [asdict(r) for r in rows]}
-        (sweep_dir / f"{SUMMARY_NAME}.json").write_text(json.dumps(payload, indent=2))
-        failed = sum(r.status != "ok" for r in rows)
-        log.info("sweep summary: %s (%d failed)", sweep_dir / f"{SUMMARY_NAME}.md", failed)
+        write_sweep_summary(Path(config.hydra.sweep.dir), self.thresholds)
+
+
+def write_sweep_summary(sweep_dir: Path, thresholds: dict[str, float] | None = None) -> Path:
+    """``sweep_summary.{md,json}`` from the job dirs on disk; also written by a stopped sweep."""
+    rows = collect_jobs(sweep_dir, thresholds)
+    markdown = write_text_atomic(sweep_dir / f"{SUMMARY_NAME}.md", format_markdown(rows))
+    payload = {"thresholds": dict(thresholds or {}), "jobs": [asdict(r) for r in rows]}
+    write_json_atomic(sweep_dir / f"{SUMMARY_NAME}.json", payload)
+    failed = sum(r.status != "ok" for r in rows)
+    log.info("sweep summary: %s (%d not ok)", markdown, failed)
+    return markdown
 
 
 class CollectorBenchmark(Callback):

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from esper.simic.agents.batches import TrainingBatch
-from esper.simic.app import CONFIG_MODULE, CONFIG_NAME
+from esper.simic.app import CONFIG_MODULE, CONFIG_NAME, plain_config
 from esper.simic.config import load_settings, register_schemas
 from esper.simic.settings import SimicConfig
 from esper.simic.train import RunResult, train
@@ -39,9 +39,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def compose_settings(overrides: list[str]) -> tuple[SimicConfig, dict[str, Any]]:
     cfg = compose_config(overrides)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return load_settings(cfg), container
+    return load_settings(cfg), plain_config(cfg)
 
 
 def run_training(overrides: list[str], run_dir: Path) -> RunResult:

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import math
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,26 +22,24 @@ from gymnasium.wrappers import vector as vector_wrappers
 
 from esper.simic.agents.ppo import NonFiniteGradientsError, policy_parameters
 from esper.simic.assembly import build_agent
-from esper.simic.checkpoint import (
-    BEST_CHECKPOINT,
-    CHECKPOINT_DIR,
-    FINAL_CHECKPOINT,
-    checkpoint_path,
-    save_checkpoint,
-)
+from esper.simic.checkpoint import plain_stats, restore_rng, rng_state, save_checkpoint
 from esper.simic.envs.factory import find_wrapper, make_vector_env
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.envs.scoring import reference_score
 from esper.simic.gradients import NonFinitePolicy
-from esper.simic.resume import check_resumable, load_latest_good, restart_seed, truncate_history
+from esper.simic.resume import (
+    ResumePoint,
+    check_resumable,
+    restart_seed,
+    select_checkpoint,
+    truncate_history,
+)
 from esper.simic.rollout import RolloutRunner, evaluate
-from esper.simic.runinfo import git_commit, write_json_atomic
+from esper.simic.rundir import RunDir, write_json_atomic
+from esper.simic.runinfo import git_commit
 from esper.simic.settings import SimicConfig
-from esper.simic.tracking import HISTORY_FILE, Tracker, build_tracker
-
-SUMMARY_FILE = "summary.json"
-POLICY_FILE = "policy.pt"
-"""The final policy's state dict alone: what deployment or a W&B model artifact needs."""
+from esper.simic.signals import GracefulStop
+from esper.simic.tracking import Tracker, build_tracker
 
 EPISODE_WINDOW = 100
 """Recent episodes averaged into ``rollout/episode_return`` (as Stable-Baselines3 does)."""
@@ -51,6 +50,18 @@ EVAL_SEED_OFFSET = 1_000_003
 
 class TrainingAbortedError(RuntimeError):
     """The run stopped on purpose (``agent.on_nonfinite=abort``); the message says why."""
+
+
+class RunDirNotEmptyError(RuntimeError):
+    """A fresh run pointed at a dir that already holds a run; one line naming both ways out."""
+
+
+class RunStoppedError(Exception):
+    """A stop signal ended the run at a safe point, after writing ``checkpoint``."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path) -> None:
+        super().__init__(f"{signal_name}: stopped at step {step}")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +75,16 @@ class RunResult:
     env_steps_per_s: float
     num_updates: int
     eval_returns: list[float]
+
+
+def rollout_size(settings: SimicConfig) -> int:
+    """Env steps per update, the unit the budget is spent in."""
+    return settings.agent.num_steps * settings.env.num_envs
+
+
+def num_updates(settings: SimicConfig) -> int:
+    """Updates that spend ``total_timesteps``, the last rollout rounded up."""
+    return math.ceil(settings.total_timesteps / rollout_size(settings))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,9 +102,26 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def reward_normalizer_state(envs: VectorEnv) -> dict[str, Any]:
-    """Running return statistics of reward normalisation, for checkpoints."""
+    """Running return statistics of reward normalisation, for checkpoints (plain data)."""
     wrapper = find_wrapper(envs, vector_wrappers.NormalizeReward)
-    return {} if wrapper is None else {"return_rms": wrapper.return_rms}
+    if wrapper is None:
+        return {}
+    rms = wrapper.return_rms
+    return {"return_rms": plain_stats({"mean": rms.mean, "var": rms.var, "count": rms.count})}
+
+
+def restore_reward_normalizer(envs: VectorEnv, state: dict[str, Any]) -> None:
+    """Undo ``reward_normalizer_state`` (older checkpoints pickled the gymnasium object)."""
+    wrapper = find_wrapper(envs, vector_wrappers.NormalizeReward)
+    if wrapper is None or not state:
+        return
+    saved = state["return_rms"]
+    if isinstance(saved, dict):
+        wrapper.return_rms.mean = np.array(saved["mean"])
+        wrapper.return_rms.var = np.array(saved["var"])
+        wrapper.return_rms.count = saved["count"]
+    else:
+        wrapper.return_rms = saved
 
 
 class Trainer:
@@ -91,14 +129,14 @@ class Trainer:
 
     def __init__(self, settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
         self.start_time = time.perf_counter()
-        self.settings, self.run_dir, self.run_config = settings, run_dir, run_config
+        self.settings, self.files, self.run_config = settings, RunDir(run_dir), run_config
         agent, env_cfg, trainer = settings.agent, settings.env, settings.trainer
         if trainer.torch_threads is not None:
             torch.set_num_threads(trainer.torch_threads)
         self.generator = seed_everything(settings.seed)
         self.device = resolve_device(trainer.device)
-        self.batch_size = agent.num_steps * env_cfg.num_envs
-        self.num_updates = math.ceil(settings.total_timesteps / self.batch_size)
+        self.batch_size = rollout_size(settings)
+        self.num_updates = num_updates(settings)
         self.global_step = 0
         self.start_update = self.start_step = 0
         self.best_eval_return = -math.inf
@@ -135,13 +173,19 @@ class Trainer:
             settings.seed,
         )
 
-    def run(self) -> RunResult:
-        """Train, evaluate, checkpoint and summarise; the tracker is opened last."""
-        self.tracker = build_tracker(self.settings, self.run_dir, self.run_config)
+    def run(self, stop: GracefulStop | None = None) -> RunResult:
+        """Train, evaluate, checkpoint and summarise; the tracker is opened last.
+
+        ``stop`` is checked between updates, the safe point: a received signal writes a
+        periodic checkpoint of the update just done and raises ``RunStoppedError``.
+        """
+        self.tracker = build_tracker(self.settings, self.files.path, self.run_config)
         trainer = self.settings.trainer
         loop_start = time.perf_counter()
         abort = self.settings.agent.on_nonfinite is NonFinitePolicy.abort
         for update in range(self.start_update + 1, self.num_updates + 1):
+            if stop is not None and stop.received is not None:
+                self._stop(stop.received.name, update - 1)
             # Under abort, the state before the update, which the failing update's finite
             # steps, schedule step and rollout have not touched: what the checkpoint claims.
             last_good = copy.deepcopy(self._state(update - 1)) if abort else None
@@ -149,7 +193,7 @@ class Trainer:
                 metrics = self._train_one_update(loop_start)
             except NonFiniteGradientsError as error:
                 assert last_good is not None
-                path = self.run_dir / CHECKPOINT_DIR / "nonfinite_abort.pt"
+                path = self.files.nonfinite
                 save_checkpoint(last_good, path)
                 raise TrainingAbortedError(
                     f"update {update}: {error}; the state after update {update - 1} is in {path}"
@@ -167,9 +211,17 @@ class Trainer:
             if update % trainer.log_interval == 0 or "eval/return_mean" in metrics:
                 self.tracker.log(metrics, self.global_step)
             if trainer.checkpoint_interval and update % trainer.checkpoint_interval == 0:
-                path = checkpoint_path(self.run_dir / CHECKPOINT_DIR, update)
+                path = self.files.periodic(update)
                 save_checkpoint(self._state(update), path, keep_last=trainer.keep_checkpoints)
         return self._finish(train_time=time.perf_counter() - loop_start)
+
+    def _stop(self, signal_name: str, update: int) -> None:
+        path = self.files.periodic(update)
+        if not path.exists():  # already written when the update was a checkpoint interval
+            save_checkpoint(
+                self._state(update), path, keep_last=self.settings.trainer.keep_checkpoints
+            )
+        raise RunStoppedError(signal_name, self.global_step, path)
 
     def _train_one_update(self, loop_start: float) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -204,21 +256,22 @@ class Trainer:
         """Keep ``best.pt``: the checkpoint with the highest mean eval return so far."""
         if float(returns.mean()) > self.best_eval_return:
             self.best_eval_return = float(returns.mean())
-            save_checkpoint(self._state(update), self.run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT)
+            save_checkpoint(self._state(update), self.files.best)
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, point: ResumePoint) -> None:
         """Continue from a checkpoint's state (see ``_state``); envs begin fresh episodes.
 
         The envs' own state (positions, episode progress) is not checkpointed, so they
         reset with a seed derived from the run's seed and the update; then the RNGs
         are restored last so the rest of the run draws what the killed run would have.
+        Checkpoints newer than the resume point (``resume_from_older``) and the old
+        finish's files are removed with the history they belong to.
         """
+        state = point.state
         self.policy.load_state_dict(state["policy"])
         self.learner.load_state_dict(state["learner"])
         self.normalizer.load_state_dict(state["obs_normalizer"])
-        reward_wrapper = find_wrapper(self.envs, vector_wrappers.NormalizeReward)
-        if reward_wrapper is not None and state["reward_normalizer"]:
-            reward_wrapper.return_rms = state["reward_normalizer"]["return_rms"]
+        restore_reward_normalizer(self.envs, state["reward_normalizer"])
         self.start_update = state["counters"]["update"]
         self.global_step = self.start_step = state["counters"]["global_step"]
         self.best_eval_return = state.get("best_eval_return", -math.inf)
@@ -226,19 +279,33 @@ class Trainer:
         self.recent_returns.extend(episodes.get("returns", []))
         self.recent_lengths.extend(episodes.get("lengths", []))
         self.runner.restart(restart_seed(self.settings.seed, self.start_update))
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["minibatch"])
-        truncate_history(self.run_dir / HISTORY_FILE, self.global_step)
+        restore_rng(state["rng"], self.generator)
+        truncate_history(self.files.history, self.global_step)
+        if point.superseded:
+            for path in point.superseded:
+                path.unlink()
+            self.files.summary.unlink(missing_ok=True)
+            self.files.policy.unlink(missing_ok=True)
+            print(
+                f"esper.simic: resume_from_older=true: dropped the history of the "
+                f"{point.newest_step - point.step} steps after step {point.step} "
+                f"(newest was {point.newest_step}) and {len(point.superseded)} newer checkpoints",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"esper.simic: resuming {self.files.path} from {point.path.name}: step "
+            f"{self.global_step} (update {self.start_update} of {self.num_updates})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _state(self, update: int) -> dict[str, Any]:
         """Everything a resumed run needs, plus the config that made it."""
         return {
             "policy": self.policy.state_dict(),
             "learner": self.learner.state_dict(),
-            "obs_normalizer": self.normalizer.state_dict(),
+            "obs_normalizer": plain_stats(self.normalizer.state_dict()),
             "reward_normalizer": reward_normalizer_state(self.envs),
             "counters": {"update": update, "global_step": self.global_step},
             "best_eval_return": self.best_eval_return,
@@ -246,12 +313,7 @@ class Trainer:
                 "returns": list(self.recent_returns),
                 "lengths": list(self.recent_lengths),
             },
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "minibatch": self.generator.get_state(),
-            },
+            "rng": rng_state(self.generator),
             "config": self.run_config,
         }
 
@@ -261,9 +323,8 @@ class Trainer:
         final_metrics = eval_metrics(final_returns, self.score)
         self.tracker.log(final_metrics, self.global_step)
         self._save_if_best(final_returns, self.num_updates)
-        final = self.run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
-        save_checkpoint(self._state(self.num_updates), final)
-        policy = save_checkpoint(self.policy.state_dict(), self.run_dir / POLICY_FILE)
+        final = save_checkpoint(self._state(self.num_updates), self.files.final)
+        policy = save_checkpoint(self.policy.state_dict(), self.files.policy)
         result = RunResult(
             final_eval_return_mean=float(final_returns.mean()),
             final_eval_return_std=float(final_returns.std()),
@@ -283,7 +344,7 @@ class Trainer:
         }
         if "eval/normalized_score" in final_metrics:
             summary["final_eval_normalized_score"] = final_metrics["eval/normalized_score"]
-        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        write_json_atomic(self.files.summary, summary)
         self.tracker.summarize(summary)
         self.tracker.log_artifacts({"policy": policy, "checkpoint": final})
         return result
@@ -307,14 +368,36 @@ def eval_metrics(
     return metrics
 
 
-def train(settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> RunResult:
-    """Train one agent as ``settings`` says, writing everything under ``run_dir``."""
-    trainer = Trainer(settings, run_dir, run_config)
-    try:
-        if settings.resume is not None:
-            _, state = load_latest_good(settings.resume)
-            check_resumable(state, run_config, trainer.num_updates)
-            trainer.restore(state)
-        return trainer.run()
-    finally:
-        trainer.close()
+def train(
+    settings: SimicConfig,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    stop: GracefulStop | None = None,
+) -> RunResult:
+    """Train one agent as ``settings`` says, writing everything under ``run_dir``.
+
+    The run holds ``run_dir``'s lock throughout (``RunDir.acquire``); a fresh run into a
+    dir that already holds a run is refused rather than mixed into its history.
+    """
+    run = RunDir(run_dir)
+    with run.acquire():
+        if settings.resume is None and run.run_files():
+            raise RunDirNotEmptyError(not_empty_message(run))
+        trainer = Trainer(settings, run_dir, run_config)
+        try:
+            if settings.resume is not None:
+                point = select_checkpoint(settings.resume, settings.resume_from_older)
+                finished = run.summary.exists() and not point.superseded
+                check_resumable(point.state, run_config, trainer.num_updates, finished)
+                trainer.restore(point)
+            return trainer.run(stop)
+        finally:
+            trainer.close()
+
+
+def not_empty_message(run: RunDir) -> str:
+    names = ", ".join(p.name for p in run.run_files())
+    return (
+        f"run dir {run.path} already holds a run ({names}): continue it with "
+        f"resume={run.path}, or choose another hydra.run.dir"
+    )

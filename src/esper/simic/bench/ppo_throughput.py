@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from esper.simic.envs.registration import register_esper_envs
+from esper.simic.rundir import RunDir
 from esper.simic.testing import run_training
 
 ZOO_CARTPOLE = {
@@ -102,7 +103,7 @@ def measure_esper(variant: str, steps: int, round_index: int) -> Measurement:
             ],
             Path(run_dir),
         )
-        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
+        rows = [json.loads(line) for line in RunDir(Path(run_dir)).history.open()]
     updates = [r for r in rows if "time/update_s" in r][WARMUP_UPDATES:]
     busy = sum(r["time/rollout_s"] + r["time/update_s"] for r in updates)
     batch = ZOO_CARTPOLE["n_envs"] * ZOO_CARTPOLE["n_steps"]

@@ -17,7 +17,7 @@ from esper.simic.report.analysis import (
     Settings,
     analyze,
 )
-from esper.simic.report.loading import ReportError, Run, load_local
+from esper.simic.report.loading import ReportError, Run, failed_before_history, load_local
 from esper.simic.report.plots import draw_all
 from esper.simic.report.render import default_title, markdown_text, write_all
 from esper.simic.report.statistics import Bootstrap
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         sources = [str(p) for p in args.paths] or [f"wandb:{args.wandb}"]
         report = analyze(runs, settings, sources)
+        report.warnings.extend(
+            f"no history to report: {line}" for line in failed_before_history(args.paths)
+        )
         out_dir = args.out or Path("reports") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         title = args.title or default_title(report)
         figures = draw_all(report, out_dir)

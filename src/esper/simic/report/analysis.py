@@ -414,11 +414,11 @@ def match_gradients(
 
 def _warnings(runs: Sequence[Run], groups: Sequence[GroupSummary], settings: Settings) -> list[str]:
     found = []
-    unfinished = [run.name for run in runs if not run.summary]
+    unfinished = [
+        f"{run.name} ({run.unfinished or 'no summary'})" for run in runs if not run.summary
+    ]
     if unfinished:
-        found.append(
-            f"{len(unfinished)} runs have no summary.json (unfinished?): " + ", ".join(unfinished)
-        )
+        found.append(f"{len(unfinished)} runs did not finish: " + "; ".join(unfinished))
     ends = {float(run.series(settings.metric, settings.step_axis)[0][-1]) for run in runs}
     if len(ends) > 1:
         found.append(

@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
-HISTORY_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
+from esper.simic.rundir import RunDir
 
 
 class ReportError(Exception):
@@ -30,7 +28,8 @@ class ReportError(Exception):
 class Run:
     """One training run: its composed config, final summary and logged history.
 
-    ``summary`` is empty for a run that never finished (no ``summary.json``).
+    ``summary`` is empty for a run that never finished (no ``summary.json``);
+    ``unfinished`` then says why (failed, running, stopped or killed).
     """
 
     name: str
@@ -38,6 +37,7 @@ class Run:
     config: Mapping[str, Any]
     summary: Mapping[str, Any]
     history: tuple[Mapping[str, Any], ...]
+    unfinished: str | None = None
 
     def config_value(self, key: str) -> Any:
         """The value at a dotted config key (``collector.name``); KeyError if absent."""
@@ -78,7 +78,22 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / HISTORY_FILE).is_file()
+    return RunDir(path).config.is_file() and RunDir(path).history.is_file()
+
+
+def failed_before_history(paths: Iterable[Path]) -> list[str]:
+    """``<dir>: <reason>`` for each job dir under ``paths`` that failed before logging.
+
+    Those have a config and ``failed.json`` but no history to report on; without this
+    line they would vanish from the report.
+    """
+    found = []
+    for path in paths:
+        for failed in sorted(path.rglob(RunDir.FAILED), key=_natural_key):
+            run = RunDir(failed.parent)
+            if run.config.is_file() and not run.history.is_file():
+                found.append(f"{run.path}: {run.unfinished_reason()}")
+    return found
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
@@ -92,14 +107,14 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
             continue
         found.update(
             history.parent.resolve()
-            for history in path.rglob(HISTORY_FILE)
+            for history in path.rglob(RunDir.HISTORY)
             if is_run_dir(history.parent)
         )
     if not found:
         where = ", ".join(str(p) for p in paths)
         raise ReportError(
-            f"no runs found under {where}: a run dir holds {CONFIG_FILE} and {HISTORY_FILE}, "
-            "as `python -m esper.simic` writes them"
+            f"no runs found under {where}: a run dir holds {RunDir.CONFIG} and "
+            f"{RunDir.HISTORY}, as `python -m esper.simic` writes them"
         )
     return sorted(found, key=_natural_key)
 
@@ -128,18 +143,19 @@ def read_history(path: Path) -> tuple[dict[str, Any], ...]:
 
 
 def load_run_dir(path: Path, name: str) -> Run:
+    run = RunDir(path)
     try:
-        config = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = yaml.safe_load(run.config.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ReportError(f"{path / CONFIG_FILE} is not valid YAML: {error}") from error
-    summary_path = path / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+        raise ReportError(f"{run.config} is not valid YAML: {error}") from error
+    finished = run.summary.is_file()
     return Run(
         name=name,
         source=str(path),
         config=config if isinstance(config, dict) else {},
-        summary=summary,
-        history=read_history(path / HISTORY_FILE),
+        summary=json.loads(run.summary.read_text(encoding="utf-8")) if finished else {},
+        history=read_history(run.history),
+        unfinished=None if finished else run.unfinished_reason(),
     )
 
 

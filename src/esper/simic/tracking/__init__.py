@@ -3,13 +3,12 @@
 from pathlib import Path
 from typing import Any
 
+from esper.simic.rundir import RunDir
 from esper.simic.settings import LoggerName, SimicConfig, WandbMode
 from esper.simic.tracking.console import ConsoleProgress
 from esper.simic.tracking.sinks import JsonlHistory, MetricSink, Tracker
 
-HISTORY_FILE = "metrics.jsonl"
-
-__all__ = ["HISTORY_FILE", "MetricSink", "Tracker", "build_tracker"]
+__all__ = ["MetricSink", "Tracker", "build_tracker"]
 
 
 def build_tracker(settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> Tracker:
@@ -20,7 +19,7 @@ def build_tracker(settings: SimicConfig, run_dir: Path, run_config: dict[str, An
     """
     sinks: list[MetricSink] = [
         ConsoleProgress(settings.total_timesteps, settings.trainer.progress),
-        JsonlHistory(run_dir / HISTORY_FILE),
+        JsonlHistory(RunDir(run_dir).history),
     ]
     logger = settings.logger
     if logger.name is LoggerName.wandb and logger.mode is not WandbMode.disabled:

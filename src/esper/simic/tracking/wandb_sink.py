@@ -7,6 +7,7 @@ log call turns the sink off; ``metrics.jsonl`` keeps the full history either way
 """
 
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,12 +16,10 @@ from typing import Any
 
 import wandb
 
+from esper.simic.rundir import RunDir, write_text_atomic
 from esper.simic.settings import LoggerConfig, WandbMode
 
 log = logging.getLogger(__name__)
-
-RUN_ID_FILE = "wandb_run_id.txt"
-"""Holds the W&B run id in the run dir, so a resumed run continues the same W&B run."""
 
 
 def _settings(init_timeout_s: float) -> wandb.Settings:
@@ -83,7 +82,8 @@ class WandbSink:
         resuming: bool = False,
     ) -> None:
         self.config = config
-        id_file = run_dir / RUN_ID_FILE
+        # The run id is kept in the run dir, so a resumed run continues the same W&B run.
+        id_file = RunDir(run_dir).wandb_run_id
         kwargs: dict[str, Any] = {
             "dir": str(run_dir),
             "project": config.project,
@@ -102,16 +102,19 @@ class WandbSink:
         except Exception as error:
             if config.mode is not WandbMode.online:
                 raise
-            log.warning(
-                "W&B online init failed (%s); logging offline instead. "
-                "Upload later with: wandb sync %s/wandb/offline-run-*",
-                str(error).splitlines()[0],
-                run_dir,
+            # Printed, not logged: it must reach the user whatever logging config a
+            # launcher's worker process runs under.
+            print(
+                f"esper.simic: warning: W&B online init failed ({str(error).splitlines()[0]}); "
+                "logging offline instead. Upload later with: "
+                f"wandb sync {run_dir}/wandb/offline-run-*",
+                file=sys.stderr,
+                flush=True,
             )
             self.run = wandb.init(
                 mode="offline", settings=_settings(config.init_timeout_s), **kwargs
             )
-        id_file.write_text(self.run.id + "\n", encoding="utf-8")
+        write_text_atomic(id_file, self.run.id + "\n")
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")
         self._failed = False

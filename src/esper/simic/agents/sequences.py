@@ -9,7 +9,7 @@ chunk's first step, or the initial state where that step begins an episode). Res
 the state inside sequences instead (CleanRL's ppo_atari_lstm.py, and sb3-contrib's
 RecurrentPPO whenever a sequence holds an episode start) needs a Python loop over time
 steps around torch's cores. Padding sits after the valid steps, so a causal core never
-lets it touch a valid output; the losses mask it out (``recurrent_losses``).
+lets it touch a valid output; the loss masks it out (``losses``, with a mask).
 
 Window layout (``rnn.impl=esper``, ``build_window_layout``): each env's rollout is cut
 every ``seq_len`` steps whatever the episode ends, and ``starts`` marks the rows where

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The console scripts, installed beside this interpreter by `pip install -e .`.
+SCRIPTS = Path(sys.executable).parent
 
 
 def run_cli(
@@ -32,12 +34,62 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_help_lists_the_config_groups(tmp_path):
+def test_help_names_the_program_and_lists_the_config_groups(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("esper-simic (or python -m esper.simic): train PPO")
+    assert "powered by Hydra" not in result.stdout.splitlines()[0]
     for group in ("agent:", "env:", "collector:", "logger:", "trainer:", "experiment:"):
         assert group in result.stdout
     assert "cartpole_ppo" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--cfg", "job", "+experiment=acrobot_ppo"], ["agent.lerning_rate=0.1"]],
+    ids=["help", "cfg", "typo"],
+)
+def test_the_console_script_is_the_module_form(args, tmp_path):
+    module = run_cli(*args, cwd=tmp_path)
+    script = subprocess.run(
+        [str(SCRIPTS / "esper-simic"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert (script.returncode, script.stdout, script.stderr) == (
+        module.returncode,
+        module.stdout,
+        module.stderr,
+    )
+    assert module.stdout or module.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_console_script_is_the_module_form(tmp_path):
+    results = [
+        subprocess.run(
+            [*command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=180
+        )
+        for command in (
+            [sys.executable, "-m", "esper.simic.report"],
+            [str(SCRIPTS / "esper-simic-report")],
+        )
+    ]
+    module, script = ((r.returncode, r.stdout, r.stderr) for r in results)
+    assert module == script
+    assert module[1].startswith("usage: esper-simic-report")
+
+
+def test_a_config_that_does_not_compose_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("env=nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "esper.simic: config error: env=nope is not an option of group 'env': choose one of "
+        "acrobot, cartpole, cue_recall, pendulum, seed_lifecycle, stateless_cartpole"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.timeout(600)

@@ -3,7 +3,7 @@
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
@@ -27,7 +27,7 @@ EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_ABORTED = 3
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one line and leave with a non-zero status."""
     print(f"esper.simic: config error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_CONFIG_ERROR)
@@ -38,7 +38,8 @@ def preflight(overrides: list[str]) -> None:
 
     Hydra's own composition errors span several lines of internals; here each
     becomes one line naming the key and what was expected, and bad values stop
-    the run before any directory, env, model or W&B run exists.
+    the run before any directory, env, model or W&B run exists. The entry point does
+    the same on Hydra's own composition (``door.Door``); this is its in-process twin.
     """
     register_schemas()
     try:
@@ -46,12 +47,18 @@ def preflight(overrides: list[str]) -> None:
             cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
     except Exception as error:
         fail(describe_config_exception(error))
+    check(cfg)
+
+
+def check(cfg: DictConfig) -> SimicConfig:
+    """A composed config's settings; a bad value or resume path stops with one line."""
     try:
         settings = load_settings(cfg)
         if settings.resume is not None:
             run_dir_of(settings.resume)
     except (ConfigError, ResumeError) as error:
         fail(str(error))
+    return settings
 
 
 def sweep_group(settings: SimicConfig, run_config: dict[str, Any]) -> SimicConfig:

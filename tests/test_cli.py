@@ -1,11 +1,15 @@
 """The command line as a user meets it, in a subprocess."""
 
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from esper.simic.agents.lstm_resets import KERNEL_VARIABLE
+from esper.simic.testing import TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 # The console scripts, installed beside this interpreter by `pip install -e .`.
@@ -90,6 +94,31 @@ def test_a_config_that_does_not_compose_is_one_line_and_exit_2(tmp_path):
         "acrobot, cartpole, cue_recall, pendulum, seed_lifecycle, stateless_cartpole"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_compiler_rnn_impl_esper_trains_on_the_pytorch_kernel_after_one_warning(
+    tmp_path,
+):
+    """CXX and PATH point at nothing and torch's extension cache is empty, as for a user
+    without a compiler: the build fails before the run dir exists, the run goes on."""
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-compiler"),
+        "PATH": str(tmp_path),
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache"),
+    }
+    env.pop(KERNEL_VARIABLE, None)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "+experiment=stateless_cartpole_rppo", "agent.rnn.impl=esper", *TINY_OVERRIDES,
+        "trainer.torch_threads=1", f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    (warning,) = [line for line in output.splitlines() if "pure-PyTorch" in line]
+    assert "could not be built (" in warning
+    assert "Traceback" not in output
+    assert (run_dir / "summary.json").is_file()
 
 
 @pytest.mark.timeout(600)

@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.torch_version import TorchVersion
 
 from esper.simic.app import preflight
-from esper.simic.config import ConfigError
+from esper.simic.config import ConfigError, compile_supported
 from esper.simic.settings import Vectorization, WandbMode
 from esper.simic.testing import compose_settings
 
@@ -132,3 +134,11 @@ def test_valid_overrides_reach_the_typed_settings():
 def test_load_settings_raises_config_error_for_programmatic_callers():
     with pytest.raises(ConfigError, match=r"env\.num_envs"):
         compose_settings(["env.num_envs=-3"])
+
+
+def test_compile_on_a_torch_without_its_options_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.12.0"))
+    assert not compile_supported()
+    with pytest.raises(ConfigError, match=r"^agent.compile=true needs torch>=2.13, this is torch "
+                       r"2.12.0: upgrade torch or set agent.compile=false$"):  # fmt: skip
+        compose_settings(["agent.compile=true"])

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,15 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from esper.simic.envs.registration import register_esper_envs
 from esper.simic.settings import RNNConfig, RNNImpl, RNNType, SimicConfig
+
+COMPILE_TORCH = "2.13"
+"""The first torch with what ``agent.compile=true``'s whole step asks of ``torch.compile``
+(``isolate_recompiles``; ``guard_filter_fn`` is older). Every other path runs on the floor
+that pyproject.toml states (``scripts/check_floors.sh``)."""
+
+
+def compile_supported() -> bool:
+    return torch.__version__ >= COMPILE_TORCH
 
 
 class ConfigError(ValueError):
@@ -67,6 +77,11 @@ def check_cross_field(settings: SimicConfig) -> None:
         raise ConfigError(
             f"agent.minibatch_size={agent.minibatch_size} must divide the rollout batch "
             f"agent.num_steps * env.num_envs = {batch}"
+        )
+    if agent.compile and not compile_supported():
+        raise ConfigError(
+            f"agent.compile=true needs torch>={COMPILE_TORCH}, this is torch {torch.__version__}: "
+            "upgrade torch or set agent.compile=false"
         )
     if (agent.rnn is None) != (agent.name == "ppo"):
         raise ConfigError(

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
+from esper.simic.config import COMPILE_TORCH, compile_supported
 from esper.simic.testing import TINY_OVERRIDES
+
+needs_compile = pytest.mark.skipif(
+    not compile_supported(), reason=f"agent.compile needs torch>={COMPILE_TORCH}"
+)
+"""For tests that build the compiled whole step (``agent.compile=true``)."""
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 import gymnasium as gym
 import pytest
 import torch
+from conftest import needs_compile
 from test_whole_step import assert_same_update
 from torch import nn
 
@@ -250,6 +251,7 @@ def learner(compile_step: bool) -> tuple[RecurrentPPOLearner, ChunkBatch]:
     return RecurrentPPOLearner(policy, config, collector, num_updates=4), chunks
 
 
+@needs_compile
 def test_compiled_recurrent_step_matches_the_eager_step():
     """Two updates, eager against compiled: same weights, Adam moments and metrics."""
     (eager, chunks), (compiled, _) = learner(False), learner(True)

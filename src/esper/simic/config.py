@@ -78,11 +78,6 @@ def check_cross_field(settings: SimicConfig) -> None:
             f"agent.minibatch_size={agent.minibatch_size} must divide the rollout batch "
             f"agent.num_steps * env.num_envs = {batch}"
         )
-    if agent.compile and not compile_supported():
-        raise ConfigError(
-            f"agent.compile=true needs torch>={COMPILE_TORCH}, this is torch {torch.__version__}: "
-            "upgrade torch or set agent.compile=false"
-        )
     if (agent.rnn is None) != (agent.name == "ppo"):
         raise ConfigError(
             f"agent.name={agent.name} with agent.rnn {'unset' if agent.rnn is None else 'set'}: "
@@ -102,6 +97,11 @@ def check_cross_field(settings: SimicConfig) -> None:
     device = settings.trainer.device
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")
+    if agent.compile and not compile_supported():
+        raise ConfigError(
+            f"agent.compile=true needs torch>={COMPILE_TORCH}, this is torch {torch.__version__}: "
+            "upgrade torch or set agent.compile=false"
+        )
 
 
 def check_esper_rnn(rnn: RNNConfig, burn_in: int, device: str) -> None:

@@ -45,7 +45,8 @@ def build_extension() -> ModuleType:
     try:
         return load("esper_lstm_resets", [str(SOURCE)], extra_cflags=["-O3"])
     except (OSError, RuntimeError, ImportError) as error:
-        raise KernelBuildError(str(error).strip().splitlines()[-1]) from error
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        raise KernelBuildError(lines[-1]) from error
 
 
 @functools.cache

@@ -138,6 +138,27 @@ def test_a_failed_build_falls_back_once_with_one_warning_and_tells_child_process
     assert caplog.records == []
 
 
+@pytest.mark.parametrize(
+    ("output", "line"),
+    [
+        (
+            "Error building extension 'esper_lstm_resets': [1/2] c++ -c lstm_resets.cpp\n"
+            "FAILED: lstm_resets.o\n"
+            "lstm_resets.cpp:15:10: fatal error: Python.h: No such file or directory\n"
+            "compilation terminated.\nninja: build stopped: subcommand failed.\n",
+            "lstm_resets.cpp:15:10: fatal error: Python.h: No such file or directory",
+        ),
+        (
+            "Ninja is required to load C++ extensions (pip install ninja to get it)",
+            "Ninja is required to load C++ extensions (pip install ninja to get it)",
+        ),
+        ("", "the build failed without a message"),
+    ],
+)
+def test_a_failed_build_is_told_by_its_most_telling_line(output, line):
+    assert lstm_resets.build_failure(output) == line
+
+
 def test_without_a_compiler_the_kernel_is_the_pytorch_one(tmp_path):
     """The real extension loader, with CXX and PATH pointing at nothing and an empty cache."""
     env = {
@@ -156,8 +177,9 @@ def test_without_a_compiler_the_kernel_is_the_pytorch_one(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [lstm_resets_pytorch.__name__] * 2
-    warnings = [line for line in result.stderr.splitlines() if "pure-PyTorch" in line]
-    assert len(warnings) == 1, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "pure-PyTorch" in line]
+    assert f"no C++ compiler: {env['CXX']} is not on PATH" in warning
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])

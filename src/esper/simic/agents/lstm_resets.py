@@ -15,6 +15,7 @@ own, so checkpoints do not depend on the implementation.
 import functools
 import logging
 import os
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,12 +42,21 @@ def build_extension() -> ModuleType:
     compiler, Python headers and ninja), later processes load it from torch's cache."""
     from torch.utils.cpp_extension import load  # noqa: PLC0415 - imports setuptools
 
+    compiler = os.environ.get("CXX", "c++")  # what torch's extension loader compiles with
+    if shutil.which(compiler) is None:
+        raise KernelBuildError(f"no C++ compiler: {compiler} is not on PATH")
     log.info("loading esper's LSTM kernel (a first build takes ~40 s)")
     try:
         return load("esper_lstm_resets", [str(SOURCE)], extra_cflags=["-O3"])
     except (OSError, RuntimeError, ImportError) as error:
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        raise KernelBuildError(lines[-1]) from error
+        raise KernelBuildError(build_failure(str(error))) from error
+
+
+def build_failure(output: str) -> str:
+    """One line of a failed build's output: the compiler's last error line, if any."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines[1:] if "error" in line.lower()]
+    return (errors or lines or ["the build failed without a message"])[-1]
 
 
 @functools.cache

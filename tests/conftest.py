@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from esper.simic.config import COMPILE_TORCH, compile_supported
+from esper.simic.config import compile_unsupported
 from esper.simic.testing import TINY_OVERRIDES
 
 needs_compile = pytest.mark.skipif(
-    not compile_supported(), reason=f"agent.compile needs torch>={COMPILE_TORCH}"
+    compile_unsupported("cpu") is not None,
+    reason=f"agent.compile {compile_unsupported('cpu')}",
 )
 """For tests that build the compiled whole step (``agent.compile=true``)."""
 

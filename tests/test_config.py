@@ -9,7 +9,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from esper.simic.app import preflight
-from esper.simic.config import ConfigError, compile_supported
+from esper.simic.config import ConfigError, compile_unsupported
 from esper.simic.settings import Vectorization, WandbMode
 from esper.simic.testing import compose_settings
 
@@ -138,7 +138,20 @@ def test_load_settings_raises_config_error_for_programmatic_callers():
 
 def test_compile_on_a_torch_without_its_options_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(torch, "__version__", TorchVersion("2.12.0"))
-    assert not compile_supported()
-    with pytest.raises(ConfigError, match=r"^agent.compile=true needs torch>=2.13, this is torch "
-                       r"2.12.0: upgrade torch or set agent.compile=false$"):  # fmt: skip
+    with pytest.raises(ConfigError) as error:
         compose_settings(["agent.compile=true"])
+    assert str(error.value) == (
+        "agent.compile=true needs torch>=2.13, this is torch 2.12.0: upgrade torch or set "
+        "agent.compile=false"
+    )
+
+
+def test_compile_on_the_cpu_without_a_compiler_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-compiler"))
+    assert compile_unsupported("cuda") is None  # inductor compiles for GPUs with Triton
+    with pytest.raises(ConfigError) as error:
+        compose_settings(["agent.compile=true", "trainer.device=cpu"])
+    assert str(error.value) == (
+        f"agent.compile=true on the CPU needs a C++ compiler (inductor's), {tmp_path}/no-compiler "
+        "is not on PATH: install one or set agent.compile=false"
+    )

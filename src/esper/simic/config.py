@@ -8,6 +8,8 @@ key and what it expected.
 import dataclasses
 import difflib
 import operator
+import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,8 +29,22 @@ COMPILE_TORCH = "2.13"
 that pyproject.toml states (``scripts/check_floors.sh``)."""
 
 
-def compile_supported() -> bool:
-    return torch.__version__ >= COMPILE_TORCH
+def compile_unsupported(device: str) -> str | None:
+    """Why ``agent.compile=true`` cannot run on ``device`` here (the fix included), or None.
+
+    On the CPU, inductor compiles the graph to C++ with ``$CXX`` (else g++), as its
+    ``config.cpp.cxx`` reads: without one the first update would fail, after the run dir,
+    envs and W&B run exist.
+    """
+    if torch.__version__ < COMPILE_TORCH:
+        return f"needs torch>={COMPILE_TORCH}, this is torch {torch.__version__}: upgrade torch"
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    compiler = os.environ.get("CXX", "g++")
+    if on_cpu and shutil.which(compiler) is None:
+        return (
+            f"on the CPU needs a C++ compiler (inductor's), {compiler} is not on PATH: install one"
+        )
+    return None
 
 
 class ConfigError(ValueError):
@@ -97,11 +113,9 @@ def check_cross_field(settings: SimicConfig) -> None:
     device = settings.trainer.device
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")
-    if agent.compile and not compile_supported():
-        raise ConfigError(
-            f"agent.compile=true needs torch>={COMPILE_TORCH}, this is torch {torch.__version__}: "
-            "upgrade torch or set agent.compile=false"
-        )
+    unsupported = compile_unsupported(device) if agent.compile else None
+    if unsupported is not None:
+        raise ConfigError(f"agent.compile=true {unsupported} or set agent.compile=false")
 
 
 def check_esper_rnn(rnn: RNNConfig, burn_in: int, device: str) -> None:

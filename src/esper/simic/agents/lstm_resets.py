@@ -40,11 +40,13 @@ class KernelBuildError(RuntimeError):
 def build_extension() -> ModuleType:
     """The compiled kernel; the first call in a fresh cache builds it (~40 s, needs a C++
     compiler, Python headers and ninja), later processes load it from torch's cache."""
-    from torch.utils.cpp_extension import load  # noqa: PLC0415 - imports setuptools
-
     compiler = os.environ.get("CXX", "c++")  # what torch's extension loader compiles with
     if shutil.which(compiler) is None:
         raise KernelBuildError(f"no C++ compiler: {compiler} is not on PATH")
+    # Imported only here: it imports setuptools, and CUDA builds of torch print a line
+    # about the CUDA runtime on import.
+    from torch.utils.cpp_extension import load  # noqa: PLC0415
+
     log.info("loading esper's LSTM kernel (a first build takes ~40 s)")
     try:
         return load("esper_lstm_resets", [str(SOURCE)], extra_cflags=["-O3"])

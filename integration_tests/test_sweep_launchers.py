@@ -10,6 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from wandb_records import run_record
 
 from esper.simic.testing import TINY_OVERRIDES
@@ -92,27 +94,38 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path):
     assert jobs[2]["final_eval_return"] is not None
 
 
-def test_optuna_search_continues_its_study_on_a_second_invocation(tmp_path):
+def test_optuna_search_continues_its_study_in_a_moved_sweep_dir_and_prints_the_best(tmp_path):
+    sweep = tmp_path / "elsewhere" / "hpo"  # absolute, and its folder does not exist yet
     search = [
         "+experiment=cartpole_ppo",
         "hparams_search=ppo_optuna",
+        f"hydra.sweep.dir={sweep}",
         "hydra.sweeper.n_trials=3",
         *QUICK,
         "total_timesteps=1024",
         "logger=none",
     ]
-    storage = f"sqlite:///{tmp_path}/multirun/hpo/cartpole_ppo-ppo/optuna.db"
+    name = "cartpole_ppo-ppo-1024steps"
 
     def trials() -> list:
-        return optuna.load_study(study_name="cartpole_ppo-ppo", storage=storage).trials
+        storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
+        return optuna.load_study(study_name=name, storage=storage).trials
 
-    _sweep(search, tmp_path)
-    assert len(trials()) == 3
-    _sweep([*search, "hydra.sweep.dir=multirun/hpo/cartpole_ppo-ppo/second"], tmp_path)
+    runs = []
+    for cwd in (tmp_path / "first", tmp_path / "second"):  # from two working directories
+        cwd.mkdir()
+        runs.append(_sweep(search, cwd))
     finished = trials()
     assert len(finished) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
-    assert len(_jobs(tmp_path / "multirun/hpo/cartpole_ppo-ppo/second")) == 3
+    # The second invocation searched on instead of redrawing the first one's points.
+    assert [t.params for t in finished[:3]] != [t.params for t in finished[3:]]
+    assert len(_jobs(sweep)) == 6  # job dirs 0-5, none overwritten
+    best = max(finished, key=lambda t: t.value)
+    record = json.loads((sweep / "best_trial.json").read_text())
+    assert (record["best_trial"], record["value"]) == (best.number, best.value)
+    assert record["params"] == best.params
+    assert f"Optuna study {name}: best trial {best.number} of 6" in runs[1].stdout
 
 
 STOPPABLE = [*QUICK, "logger=none", "total_timesteps=20000", "trainer.checkpoint_interval=20"]

@@ -1,5 +1,6 @@
 """The command line as a user meets it, in a subprocess."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -7,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from esper.simic.agents.lstm_resets import KERNEL_VARIABLE
+from esper.simic.testing import TINY_OVERRIDES
+
 REPO = Path(__file__).resolve().parents[1]
+# The console scripts, installed beside this interpreter by `pip install -e .`.
+SCRIPTS = Path(sys.executable).parent
 
 
 def run_cli(
@@ -32,12 +38,87 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_help_lists_the_config_groups(tmp_path):
+def test_help_names_the_program_and_lists_the_config_groups(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("esper-simic (or python -m esper.simic): train PPO")
+    assert "powered by Hydra" not in result.stdout.splitlines()[0]
     for group in ("agent:", "env:", "collector:", "logger:", "experiment:"):
         assert group in result.stdout
     assert "cartpole_ppo" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--cfg", "job", "+experiment=acrobot_ppo"], ["agent.lerning_rate=0.1"]],
+    ids=["help", "cfg", "typo"],
+)
+def test_the_console_script_is_the_module_form(args, tmp_path):
+    module = run_cli(*args, cwd=tmp_path)
+    script = subprocess.run(
+        [str(SCRIPTS / "esper-simic"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert (script.returncode, script.stdout, script.stderr) == (
+        module.returncode,
+        module.stdout,
+        module.stderr,
+    )
+    assert module.stdout or module.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_console_script_is_the_module_form(tmp_path):
+    results = [
+        subprocess.run(
+            [*command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=180
+        )
+        for command in (
+            [sys.executable, "-m", "esper.simic.report"],
+            [str(SCRIPTS / "esper-simic-report")],
+        )
+    ]
+    module, script = ((r.returncode, r.stdout, r.stderr) for r in results)
+    assert module == script
+    assert module[1].startswith("usage: esper-simic-report")
+
+
+def test_a_config_that_does_not_compose_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("env=nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "esper.simic: config error: env=nope is not an option of group 'env': choose one of "
+        "acrobot, cartpole, cue_recall, pendulum, seed_lifecycle, stateless_cartpole"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_compiler_rnn_impl_esper_trains_on_the_pytorch_kernel_after_one_warning(
+    tmp_path,
+):
+    """CXX and PATH point at nothing and torch's extension cache is empty, as for a user
+    without a compiler: the build fails before the run dir exists, the run goes on."""
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-compiler"),
+        "PATH": str(tmp_path),
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache"),
+    }
+    env.pop(KERNEL_VARIABLE, None)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "+experiment=stateless_cartpole_rppo", "agent.rnn.impl=esper", *TINY_OVERRIDES,
+        "trainer.torch_threads=1", f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    (warning,) = [line for line in output.splitlines() if "pure-PyTorch" in line]
+    assert "could not be built (" in warning
+    assert "Traceback" not in output
+    assert (run_dir / "summary.json").is_file()
 
 
 @pytest.mark.timeout(600)

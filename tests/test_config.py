@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.torch_version import TorchVersion
 
 from esper.simic.app import preflight
-from esper.simic.config import ConfigError
+from esper.simic.config import ConfigError, compile_unsupported
 from esper.simic.settings import Vectorization, WandbMode
 from esper.simic.testing import compose_settings
 
@@ -132,3 +134,25 @@ def test_valid_overrides_reach_the_typed_settings():
 def test_load_settings_raises_config_error_for_programmatic_callers():
     with pytest.raises(ConfigError, match=r"env\.num_envs"):
         compose_settings(["env.num_envs=-3"])
+
+
+def test_compile_on_a_torch_without_its_options_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.12.0"))
+    with pytest.raises(ConfigError) as error:
+        compose_settings(["agent.compile=true"])
+    assert str(error.value) == (
+        "agent.compile=true needs torch>=2.13, this is torch 2.12.0: upgrade torch or set "
+        "agent.compile=false"
+    )
+
+
+def test_compile_on_the_cpu_without_a_compiler_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.13.0"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-compiler"))
+    assert compile_unsupported("cuda") is None  # inductor compiles for GPUs with Triton
+    with pytest.raises(ConfigError) as error:
+        compose_settings(["agent.compile=true", "trainer.device=cpu"])
+    assert str(error.value) == (
+        f"agent.compile=true on the CPU needs a C++ compiler (inductor's), {tmp_path}/no-compiler "
+        "is not on PATH: install one or set agent.compile=false"
+    )

@@ -1,76 +1,76 @@
-"""Every check at the door: bad values stop with one line before any run dir exists.
+"""door.Door: what runs once before Hydra creates a dir or starts a job."""
 
-These are the checks that used to escape into a traceback after the envs, the run dir and
-the W&B run were made (gradient thresholds, per-head entropy names, a recurrent compile
-without the windows kernel, an observation space the agents cannot take), and the checks
-that came with the one PPO core (window minibatch shapes, the moved ``on_nonfinite`` key).
-"""
-
-import subprocess
-import sys
+import os
 
 import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
-EXIT_CONFIG_ERROR = 2
-BAD_INPUTS = {
-    "vanishing-above-exploding": (
-        ["collector.vanishing_threshold=200"],
-        "collector.vanishing_threshold=200.0 must be >= 0 and below "
-        "collector.exploding_threshold=100.0",
-    ),
-    "negative-vanishing": (
-        ["collector.vanishing_threshold=-1"],
-        "collector.vanishing_threshold=-1.0 must be >= 0",
-    ),
-    "unknown-head": (
-        ["+experiment=seed_lifecycle_ppo", "+agent.head_ent_coefs.blueprnt=2"],
-        "agent.head_ent_coefs names blueprnt, but esper/SeedLifecycle-v0's action space has "
-        "no such head: its heads are op, slot, blueprint, tempo, alpha_target",
-    ),
-    "head-of-an-unfactored-env": (
-        ["+experiment=cartpole_ppo", "+agent.head_ent_coefs.op=2"],
-        "agent.head_ent_coefs names op, but CartPole-v1's action space has no such head: "
-        "it has one head",
-    ),
-    "recurrent-compile-on-torch-cores": (
-        ["+experiment=stateless_cartpole_rppo", "agent.compile=true"],
-        "agent.compile=true for recurrent PPO needs agent.rnn.impl=esper",
-    ),
-    "discrete-observations": (
-        ["env.id=FrozenLake-v1"],
-        "env.id=FrozenLake-v1: observation space Discrete(16) is not supported: expected a "
-        "flat (1-D) Box",
-    ),
-    "tuple-observations": (
-        ["env.id=Blackjack-v1"],
-        "env.id=Blackjack-v1: observation space Tuple(Discrete(32), Discrete(11), "
-        "Discrete(2)) is not supported",
-    ),
-    "window-minibatch-of-two-shapes": (
-        ["+experiment=stateless_cartpole_rppo", "agent.rnn.impl=esper", "agent.minibatch_size=96"],
-        "agent.rnn.impl=esper cuts the rollout into 16 windows of agent.seq_len=16 steps: "
-        "agent.minibatch_size=96 must be a multiple of agent.seq_len whose window count "
-        "divides 16",
-    ),
-    "moved-on-nonfinite": (
-        ["collector.on_nonfinite=abort"],
-        "collector.on_nonfinite moved to agent.on_nonfinite: set agent.on_nonfinite=VALUE",
-    ),
-}
+from esper.simic.agents import lstm_resets, lstm_resets_pytorch
+from esper.simic.app import CONFIG_MODULE, CONFIG_NAME, task_config
+from esper.simic.config import register_schemas
+from esper.simic.door import Door, sweep_uses_kernel
 
 
-@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_stops_with_one_line_and_creates_nothing(overrides, message, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "esper.simic", *overrides, "logger=none"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
+def sweep(impl: str, task: list[str], params: dict | None = None):
+    return OmegaConf.create(
+        {
+            "agent": {"rnn": {"impl": impl}},
+            "hydra": {"overrides": {"task": task}, "sweeper": {"params": params}},
+        }
     )
-    assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("esper.simic: config error: ")
-    assert message in lines[0]
-    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (sweep("esper", []), True),
+        (sweep("torch", ["seed=0,1"]), False),
+        (sweep("torch", ["agent.rnn.impl=torch,esper"]), True),
+        (sweep("torch", [], {"agent.rnn.impl": "choice(torch, esper)"}), True),
+        (sweep("torch", [], {"agent.learning_rate": "interval(1e-4, 1e-3)"}), False),
+    ],
+)
+def test_a_sweep_builds_the_kernel_only_when_a_job_may_use_it(config, expected):
+    assert sweep_uses_kernel(config) is expected
+
+
+def test_the_task_config_is_the_composition_without_hydras_node():
+    register_schemas()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        config = compose(CONFIG_NAME, ["agent.learning_rate=0.01"], return_hydra_config=True)
+    task = task_config(config)
+    assert "hydra" in config
+    assert "hydra" not in task
+    assert task.agent.learning_rate == 0.01
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """A build that fails as it does without a compiler, and a fresh choice of kernel."""
+    attempts = []
+
+    def fail():
+        attempts.append(1)
+        raise lstm_resets.KernelBuildError("Ninja is required to load C++ extensions")
+
+    monkeypatch.delenv(lstm_resets.KERNEL_VARIABLE, raising=False)
+    monkeypatch.setattr(lstm_resets, "build_extension", fail)
+    lstm_resets.kernel.cache_clear()
+    yield attempts
+    lstm_resets.kernel.cache_clear()
+
+
+def test_a_sweep_start_tries_the_build_once_and_tells_the_jobs(no_compiler):
+    Door().on_multirun_start(sweep("torch", ["agent.rnn.impl=esper,torch"]))
+    assert no_compiler == [1]
+    assert os.environ[lstm_resets.KERNEL_VARIABLE] == "pytorch"
+    lstm_resets.kernel.cache_clear()  # as in a job's own process
+    assert lstm_resets.kernel() is lstm_resets_pytorch
+    assert no_compiler == [1]
+
+
+def test_a_sweep_without_the_kernel_builds_nothing(no_compiler):
+    Door().on_multirun_start(sweep("torch", ["seed=0,1"]))
+    assert no_compiler == []
+    assert lstm_resets.KERNEL_VARIABLE not in os.environ

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import needs_compile
 
 from esper.simic import train as train_module
 from esper.simic.agents.batches import Rollout
@@ -14,7 +15,7 @@ from esper.simic.settings import AgentConfig, NetworkConfig
 from esper.simic.testing import run_training
 
 
-@pytest.fixture(params=[False, True], ids=["eager", "compiled"])
+@pytest.fixture(params=[False, pytest.param(True, marks=needs_compile)], ids=["eager", "compiled"])
 def compiled(request: pytest.FixtureRequest) -> bool:
     """Every policy must hold on the compiled whole-step path too."""
     return request.param

@@ -341,3 +341,16 @@ def test_failed_and_unfinished_runs_are_listed_with_their_reason(known_sweep, tm
     )
     assert f"no history to report: {failed}: failed: ValueError: bad" in warnings
     assert "failed: ValueError: bad" in capsys.readouterr().err
+
+
+def test_the_report_defaults_to_a_folder_inside_the_sweep(tmp_path, monkeypatch):
+    sweep = write_sweep(tmp_path / "sweep", {"loop": np.zeros(2), "foreach": np.ones(2)})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main([str(sweep), "--no-wandb", "--reps", "100"]) == 0
+    (report,) = (sweep / "reports").glob("*/report.json")
+    assert json.loads(report.read_text())["comparisons"]
+    assert list(elsewhere.iterdir()) == []
+    # The report is not a run: reading the sweep again finds the same four runs.
+    assert len(load_local([sweep])) == 4

@@ -124,17 +124,17 @@ def test_every_checkpoint_kind_loads_with_weights_only(tiny, tmp_path, monkeypat
     run = RunDir(tmp_path)
     kinds = [*run.periodic_checkpoints(), run.best, run.final, run.policy]
     calls = {"n": 0}
-    real_update = PPOLearner.update
+    real_learn = PPOLearner.learn
 
-    def update_then_fail(self, batch, generator):
+    def learn_then_fail(self, rollout, generator):
         calls["n"] += 1
         if calls["n"] == 3:
             raise NonFiniteGradientsError(1, 4, ["critic_trunk.0.weight"])
-        return real_update(self, batch, generator)
+        return real_learn(self, rollout, generator)
 
-    monkeypatch.setattr(PPOLearner, "update", update_then_fail)
+    monkeypatch.setattr(PPOLearner, "learn", learn_then_fail)
     with pytest.raises(TrainingAbortedError):
-        run_training([*tiny, "collector.on_nonfinite=abort"], tmp_path / "aborted")
+        run_training([*tiny, "agent.on_nonfinite=abort"], tmp_path / "aborted")
     kinds.append(RunDir(tmp_path / "aborted").nonfinite)
     assert len(kinds) == 7
     for path in kinds:

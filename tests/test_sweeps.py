@@ -109,13 +109,15 @@ def _hydra_cfg(overrides: list[str]):
     ("preset", "experiment"),
     [("ppo_optuna", "cartpole_ppo"), ("rppo_optuna", "stateless_cartpole_rppo")],
 )
-def test_search_spaces_name_real_keys_and_store_the_study_in_the_sweep_tree(preset, experiment):
-    cfg = _hydra_cfg([f"+experiment={experiment}", f"hparams_search={preset}"])
+def test_search_spaces_name_real_keys_and_store_the_study_in_the_sweep_dir(preset, experiment):
+    cfg = _hydra_cfg(
+        [f"+experiment={experiment}", f"hparams_search={preset}", "total_timesteps=4096"]
+    )
     sweeper = cfg.hydra.sweeper
     assert sweeper.direction == "maximize"
-    study_dir = f"multirun/hpo/{sweeper.study_name}"
-    assert sweeper.storage == f"sqlite:///{study_dir}/optuna.db"
-    assert cfg.hydra.sweep.dir.startswith(study_dir + "/")
+    assert sweeper.study_name == f"{experiment}-{preset.split('_')[0]}-4096steps"
+    assert cfg.hydra.sweep.dir == f"multirun/hpo/{sweeper.study_name}"
+    assert sweeper.storage == f"{cfg.hydra.sweep.dir}/optuna.journal"
     for key in sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, key
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import needs_compile
 
 from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.networks import ActorCritic
@@ -104,6 +105,7 @@ def test_no_wandb_files_when_off_or_disabled(tiny, tmp_path, overrides):
 
 
 @pytest.mark.timeout(600)
+@needs_compile
 def test_compiled_update_trains_like_eager(tiny, tmp_path):
     """One compiled graph for forward, loss and backward: same maths, same learning."""
     run_training(tiny, tmp_path / "eager")

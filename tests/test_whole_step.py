@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import needs_compile
 
 from esper.simic.agents.batches import Rollout
 from esper.simic.agents.batching import ShuffledSteps
@@ -91,6 +92,7 @@ def assert_same_update(eager: PPOLearner, compiled: PPOLearner, data: Rollout) -
             torch.testing.assert_close(state_b, state_a, rtol=1e-4, atol=1e-7)
 
 
+@needs_compile
 @pytest.mark.parametrize("collector", list(CollectorName))
 def test_compiled_step_matches_eager_with_every_collector(collector):
     detail = collector is CollectorName.loop  # the opt-in element counts, on one collector
@@ -101,11 +103,13 @@ def test_compiled_step_matches_eager_with_every_collector(collector):
     assert_same_update(eager, compiled, batch())
 
 
+@needs_compile
 def test_compiled_step_matches_eager_with_factored_masked_heads():
     eager, compiled = learner(False, factored=True), learner(True, factored=True)
     assert_same_update(eager, compiled, batch(factored=True))
 
 
+@needs_compile
 def test_compiled_state_round_trips_through_the_optimizer_state_dict():
     """The compiled step trains torch.optim.Adam's own state: a checkpoint taken from it
     resumes an eager learner exactly where the compiled one goes on."""

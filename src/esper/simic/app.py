@@ -1,16 +1,17 @@
 """The Hydra task function and the checks that run before Hydra creates anything."""
 
+import copy
 import dataclasses
 import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from esper.simic.config import (
@@ -41,7 +42,7 @@ EXIT_TRAINING_ABORTED = 3
 EXIT_STOPPED = 4
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one line and leave with a non-zero status."""
     print(f"esper.simic: config error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_CONFIG_ERROR)
@@ -52,7 +53,8 @@ def preflight(overrides: list[str]) -> None:
 
     Hydra's own composition errors span several lines of internals; here each
     becomes one line naming the key and what was expected, and bad values stop
-    the run before any directory, env, model or W&B run exists.
+    the run before any directory, env, model or W&B run exists. The entry point does
+    the same on Hydra's own composition (``door.Door``); this is its in-process twin.
     """
     register_schemas()
     try:
@@ -60,18 +62,33 @@ def preflight(overrides: list[str]) -> None:
             cfg = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
     except Exception as error:
         fail(describe_config_exception(error))
+    check(cfg)
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The config a task function receives: Hydra's own node removed, as ``run_job`` does."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def check(cfg: DictConfig) -> SimicConfig:
+    """A config as Hydra composed it (its ``hydra`` node included): the run's settings. A
+    bad value, a run dir that holds another run, or a resume that cannot go ahead stops
+    with one line."""
     run_dir = planned_run_dir(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    task = task_config(cfg)
     try:
-        settings = load_settings(cfg)
+        settings = load_settings(task)
         if settings.resume is None:
             if run_dir is not None:
                 check_fresh_run_dir(RunDir(run_dir))
         else:
-            check_resume(settings, plain_config(cfg))
+            check_resume(settings, plain_config(task))
     except (ConfigError, ResumeError) as error:
         fail(str(error))
+    return settings
 
 
 def planned_run_dir(cfg: DictConfig) -> Path | None:

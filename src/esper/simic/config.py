@@ -9,10 +9,13 @@ import dataclasses
 import difflib
 import math
 import operator
+import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +27,29 @@ from esper.simic.settings import AgentConfig, RNNConfig, RNNImpl, RNNType, Simic
 
 MOVED_KEYS = {"collector.on_nonfinite": "agent.on_nonfinite"}
 """Keys that moved, old -> new: an old key gets one line naming its new place."""
+
+COMPILE_TORCH = "2.13"
+"""The first torch with what ``agent.compile=true``'s whole step asks of ``torch.compile``
+(``isolate_recompiles``; ``guard_filter_fn`` is older). Every other path runs on the floor
+that pyproject.toml states (``scripts/check_floors.sh``)."""
+
+
+def compile_unsupported(device: str) -> str | None:
+    """Why ``agent.compile=true`` cannot run on ``device`` here (the fix included), or None.
+
+    On the CPU, inductor compiles the graph to C++ with ``$CXX`` (else g++), as its
+    ``config.cpp.cxx`` reads: without one the first update would fail, after the run dir,
+    envs and W&B run exist.
+    """
+    if torch.__version__ < COMPILE_TORCH:
+        return f"needs torch>={COMPILE_TORCH}, this is torch {torch.__version__}: upgrade torch"
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    compiler = os.environ.get("CXX", "g++")
+    if on_cpu and shutil.which(compiler) is None:
+        return (
+            f"on the CPU needs a C++ compiler (inductor's), {compiler} is not on PATH: install one"
+        )
+    return None
 
 
 class ConfigError(ValueError):
@@ -114,6 +140,9 @@ def check_cross_field(settings: SimicConfig) -> None:
     device = settings.trainer.device
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"trainer.device={device!r}: expected cpu, cuda, cuda:N or auto")
+    unsupported = compile_unsupported(device) if agent.compile else None
+    if unsupported is not None:
+        raise ConfigError(f"agent.compile=true {unsupported} or set agent.compile=false")
     collector = settings.collector
     if not 0.0 <= collector.vanishing_threshold < collector.exploding_threshold:
         raise ConfigError(

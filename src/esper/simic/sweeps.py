@@ -135,10 +135,6 @@ class SweepSummary(Callback):
     def __init__(self, thresholds: dict[str, float] | None = None) -> None:
         self.thresholds = dict(thresholds or {})
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # The Optuna sweeper opens its SQLite study in the sweep dir before Hydra makes it.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(Path(config.hydra.sweep.dir), self.thresholds)
 

@@ -4,16 +4,18 @@ torch's fused LSTM cannot reset its state inside a sequence, so the default layo
 (``rnn.impl=torch``) splits chunks at episode ends and pads them; at CartPole's episode
 lengths that pads 256 rollout steps to ~400-640 slots, and the kernel's cost is per slot. This
 path keeps every chunk a plain window of ``seq_len`` steps and resets the state where an
-episode starts inside it, in a small C++ kernel (``lstm_resets.cpp``, built on first use
-with torch's extension loader): no padding, and the actor's and critic's cores step
-together in one batched matmul per time step. The input projections stay ordinary
-``F.linear`` calls (one large GEMM each, differentiated by autograd); the kernel runs only
-the recurrence. The weights are the ``nn.LSTM`` modules' own, so checkpoints do not depend
-on the implementation.
+episode starts inside it, in a small C++ kernel (``lstm_resets.cpp``, built by torch's
+extension loader; ``lstm_resets_pytorch`` stands in where it cannot be built): no padding,
+and the actor's and critic's cores step together in one batched matmul per time step. The
+input projections stay ordinary ``F.linear`` calls (one large GEMM each, differentiated by
+autograd); the kernel runs only the recurrence. The weights are the ``nn.LSTM`` modules'
+own, so checkpoints do not depend on the implementation.
 """
 
 import functools
 import logging
+import os
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,24 +24,61 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from esper.simic.agents import lstm_resets_pytorch
+
 SOURCE = Path(__file__).with_name("lstm_resets.cpp")
+KERNEL_VARIABLE = "ESPER_LSTM_KERNEL"
+"""Set to ``pytorch`` (by ``kernel()`` when the build fails, or by hand): this process and
+those it starts use the pure-PyTorch kernel without trying to build the extension."""
 log = logging.getLogger(__name__)
 
 
-@functools.cache
-def extension() -> ModuleType:
+class KernelBuildError(RuntimeError):
+    """The C++ extension could not be built or loaded."""
+
+
+def build_extension() -> ModuleType:
     """The compiled kernel; the first call in a fresh cache builds it (~40 s, needs a C++
-    compiler and ninja), later processes load it from torch's extension cache."""
-    from torch.utils.cpp_extension import load  # noqa: PLC0415 - imports setuptools
+    compiler, Python headers and ninja), later processes load it from torch's cache."""
+    compiler = os.environ.get("CXX", "c++")  # what torch's extension loader compiles with
+    if shutil.which(compiler) is None:
+        raise KernelBuildError(f"no C++ compiler: {compiler} is not on PATH")
+    # Imported only here: it imports setuptools, and CUDA builds of torch print a line
+    # about the CUDA runtime on import.
+    from torch.utils.cpp_extension import load  # noqa: PLC0415
 
     log.info("loading esper's LSTM kernel (a first build takes ~40 s)")
     try:
         return load("esper_lstm_resets", [str(SOURCE)], extra_cflags=["-O3"])
-    except (OSError, RuntimeError) as error:
-        raise RuntimeError(
-            f"could not build the LSTM kernel of agent.rnn.impl=esper ({error}); it needs a "
-            "C++ compiler and ninja (pip install ninja). agent.rnn.impl=torch needs neither."
-        ) from error
+    except (OSError, RuntimeError, ImportError) as error:
+        raise KernelBuildError(build_failure(str(error))) from error
+
+
+def build_failure(output: str) -> str:
+    """One line of a failed build's output: the compiler's last error line, if any."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines[1:] if "error" in line.lower()]
+    return (errors or lines or ["the build failed without a message"])[-1]
+
+
+@functools.cache
+def kernel() -> ModuleType:
+    """The C++ kernel, or ``lstm_resets_pytorch`` (same results, slower) with one warning
+    line when it cannot be built. The entry point calls this once before any job starts;
+    a failure is passed on to the jobs through ``ESPER_LSTM_KERNEL`` so that N jobs do not
+    retry N builds."""
+    if os.environ.get(KERNEL_VARIABLE) == "pytorch":
+        return lstm_resets_pytorch
+    try:
+        return build_extension()
+    except KernelBuildError as error:
+        log.warning(
+            "agent.rnn.impl=esper: using the pure-PyTorch LSTM kernel (slower), the C++ one "
+            "could not be built (%s); install a C++ compiler and `esper-simic[kernel]` for it",
+            error,
+        )
+        os.environ[KERNEL_VARIABLE] = "pytorch"
+        return lstm_resets_pytorch
 
 
 # The kernel as torch custom ops (opaque nodes in a compiled graph, shaped by their fake
@@ -70,9 +109,7 @@ def _recurrence(
     ``h0``/``c0`` [K, B, H], ``keep`` [T, B] (0 where an episode starts), ``init_h``/``init_c``
     [K, 1, H] -> (h at every step [T, K, B, H], final c [K, B, H], then the activations
     the backward reads)."""
-    hs, cs, gates, h_prev, c_prev, tanh_c = extension().forward(
-        xg, w_hh, h0, c0, keep, init_h, init_c
-    )
+    hs, cs, gates, h_prev, c_prev, tanh_c = kernel().forward(xg, w_hh, h0, c0, keep, init_h, init_c)
     return hs, cs[-1].clone(), gates, h_prev, c_prev, tanh_c
 
 
@@ -107,7 +144,7 @@ def _recurrence_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``_recurrence``'s inputs xg, w_hh, h0, c0, init_h, init_c from those of
     h at every step and of the final c."""
-    d_xg, d_w_hh, d_h0, d_c0, d_init_h, d_init_c = extension().backward(
+    d_xg, d_w_hh, d_h0, d_c0, d_init_h, d_init_c = kernel().backward(
         grad_hs, grad_c, w_hh, keep, gates, h_prev, c_prev, tanh_c
     )
     return d_xg, d_w_hh, d_h0, d_c0, d_init_h, d_init_c

@@ -1,4 +1,5 @@
-"""``python -m esper.simic.report``: compare groups of runs with honest statistics.
+"""``esper-simic-report`` (``python -m esper.simic.report``): compare groups of runs with
+honest statistics.
 
 A plain argparse CLI rather than a Hydra app: its inputs are paths and a handful of
 options, and it must not create Hydra output dirs of its own among the runs it reads.
@@ -6,6 +7,7 @@ options, and it must not create Hydra output dirs of its own among the runs it r
 
 import argparse
 import math
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -27,9 +29,12 @@ DEFAULT_PROJECT = "esper-simic"
 
 EPILOG = """\
 examples:
-  python -m esper.simic -m +experiment=cartpole_ppo seed=0,1,2,3,4 collector=loop,foreach
-  python -m esper.simic.report multirun/cartpole_ppo/2026-01-01_12-00-00 --group-by collector.name
-  python -m esper.simic.report --wandb me/esper-simic --wandb-filters '{"group": "sweep-3"}'
+  esper-simic -m +experiment=cartpole_ppo seed=0,1,2,3,4 collector=loop,foreach
+  esper-simic-report multirun/cartpole_ppo/2026-01-01_12-00-00 --group-by collector.name
+  esper-simic-report --wandb me/esper-simic --wandb-filters '{"group": "sweep-3"}'
+
+The report goes to <dir>/reports/<date>_<time> inside the dir it reads (the dirs' common
+parent when several are given), or ./reports/<date>_<time> for W&B runs; --out overrides.
 
 Each run scores the last value of --metric; groups are compared by the probability
 that a run of one beats a run of the other, P(B>A), with a stratified-bootstrap 95%
@@ -40,7 +45,7 @@ has at least --min-runs runs; otherwise "no significant difference" or "too few 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m esper.simic.report",
+        prog="esper-simic-report",
         description="Compare groups of esper-simic runs: tables, curves, verdicts.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -79,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a level of the metric to draw on the learning curves, repeatable "
         "(e.g. heuristic=1.0)",
     )
-    parser.add_argument("--out", type=Path, help="output dir (default reports/<date>_<time>)")
+    parser.add_argument(
+        "--out", type=Path, help="output dir (default <dir>/reports/<date>_<time>, see below)"
+    )
     parser.add_argument("--title", help="report title (default: metric by group keys)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
@@ -107,6 +114,13 @@ def reference_level(text: str) -> tuple[str, float]:
             f"needs LABEL=VALUE with a finite number, e.g. heuristic=1.0; got {text!r}"
         )
     return label, number
+
+
+def default_out_dir(paths: list[Path], now: datetime) -> Path:
+    """Inside the sweep (or run) dir the report reads, so it travels with the runs; for
+    runs read from W&B there is no such dir, and the report goes under ./reports."""
+    root = Path(os.path.commonpath([p.resolve() for p in paths])) if paths else Path()
+    return root / "reports" / now.strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def _load(args: argparse.Namespace) -> list[Run]:
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         report.warnings.extend(
             f"no history to report: {line}" for line in failed_before_history(args.paths)
         )
-        out_dir = args.out or Path("reports") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        out_dir = args.out or default_out_dir(args.paths, datetime.now())
         title = args.title or default_title(report)
         figures = draw_all(report, out_dir)
         files = write_all(report, figures, out_dir, title)

@@ -1,0 +1,46 @@
+"""What runs once, before Hydra creates a run dir or starts a job.
+
+Registered as a Hydra callback (``conf/config.yaml``), so it reads the config Hydra itself
+composed: a single run's settings are checked (one line and exit 2 on a problem), and
+``agent.rnn.impl=esper``'s LSTM kernel is built or loaded here, at a run's or a sweep's
+start, rather than in N jobs at once; a failed build is passed on to the jobs
+(``lstm_resets.KERNEL_VARIABLE``) so that they use the pure-PyTorch kernel straight away.
+"""
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from esper.simic.agents import lstm_resets
+from esper.simic.app import check
+from esper.simic.settings import RNNImpl
+
+IMPL_KEY = "agent.rnn.impl"
+
+
+def sweep_uses_kernel(config: DictConfig) -> bool:
+    """Whether any job of a sweep may ask for ``agent.rnn.impl=esper``: the base config, a
+    swept override (``agent.rnn.impl=torch,esper``) or a sweeper's search space."""
+    base = OmegaConf.select(config, IMPL_KEY)
+    if getattr(base, "value", base) == RNNImpl.esper.value:
+        return True
+    overrides = [o.partition("=") for o in OmegaConf.select(config, "hydra.overrides.task")]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    swept = [(key, str(value)) for key, _, value in overrides] + [
+        (str(key), str(value)) for key, value in params.items()
+    ]
+    return any(key.lstrip("+~").endswith(IMPL_KEY) and "esper" in v for key, v in swept)
+
+
+class Door(Callback):
+    """Checks a single run before its dir exists; builds the LSTM kernel once per launch."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        settings = check(config)
+        if settings.agent.rnn is not None and settings.agent.rnn.impl is RNNImpl.esper:
+            lstm_resets.kernel()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if sweep_uses_kernel(config):
+            lstm_resets.kernel()

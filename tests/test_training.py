@@ -73,7 +73,7 @@ def test_continuous_actions_with_obs_and_reward_normalisation(tiny, tmp_path):
     state = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
     assert state["obs_normalizer"]["count"] > 512
     assert state["obs_normalizer"]["mean"].shape == (3,)
-    assert state["reward_normalizer"]["return_rms"].count > 1
+    assert state["reward_normalizer"]["return_rms"]["count"] > 1
     assert torch.isfinite(state["policy"]["action_head.log_std"]).all()
 
 

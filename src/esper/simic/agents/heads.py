@@ -70,10 +70,9 @@ class CategoricalHead(nn.Module):
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
         return Categorical(logits=masked_logits(self.logits(features), mask), validate_args=False)
 
-    def entropy_terms(self, dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step entropy for the loss, and per-head diagnostics (none here)."""
-        entropy = dist.entropy()
-        return entropy, entropy.new_zeros(*entropy.shape, 0)
+    def entropy_terms(self, dist: Distribution) -> tuple[torch.Tensor, None]:
+        """Per-step entropy for the loss, and per-head diagnostics (none: one head)."""
+        return dist.entropy(), None
 
 
 class GaussianHead(nn.Module):
@@ -93,9 +92,8 @@ class GaussianHead(nn.Module):
         std = self.log_std.exp().expand_as(mean)
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
-    def entropy_terms(self, dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
-        entropy = dist.entropy()
-        return entropy, entropy.new_zeros(*entropy.shape, 0)
+    def entropy_terms(self, dist: Distribution) -> tuple[torch.Tensor, None]:
+        return dist.entropy(), None
 
 
 ActionHead = CategoricalHead | GaussianHead | FactoredHead

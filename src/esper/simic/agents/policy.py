@@ -53,9 +53,9 @@ class PolicyOutput(NamedTuple):
     values: torch.Tensor
     entropy: torch.Tensor
     """Per-step entropy the loss rewards (factored heads: weighted per head)."""
-    head_stats: torch.Tensor
+    head_stats: torch.Tensor | None
     """[..., 2 * heads]: each factored head's entropy, then its masked-out probability
-    mass (diagnostics; empty last dimension for unfactored heads)."""
+    mass (diagnostics); None for a single head."""
 
 
 ActingStep = Callable[

@@ -185,10 +185,10 @@ class PPOLearner:
             output.dist.log_prob(batch.actions), output.entropy, output.values, batch.logp,
             batch.values, batch.advantages, batch.returns, batch.mask, self.coefficients,
         )  # fmt: skip
-        head_stats = output.head_stats.flatten(0, -2)
-        mask = None if batch.mask is None else batch.mask.reshape(-1, 1)
         scalars = {name: getattr(terms, name) for name in LOSS_METRICS}
-        scalars[HEAD_STATS] = _column_means(head_stats, mask)
+        if output.head_stats is not None:
+            mask = None if batch.mask is None else batch.mask.reshape(-1, 1)
+            scalars[HEAD_STATS] = _column_means(output.head_stats.flatten(0, -2), mask)
         return terms.loss, scalars
 
     def _functional_loss(

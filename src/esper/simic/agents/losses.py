@@ -12,7 +12,10 @@ class PolicyLossTerms(NamedTuple):
 
 
 def clipped_surrogate_loss(
-    logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+    logp_new: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_coef: float | torch.Tensor,
 ) -> PolicyLossTerms:
     """Negative clipped surrogate objective L^CLIP (eq. 7), averaged over the batch.
 

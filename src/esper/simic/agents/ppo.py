@@ -113,6 +113,9 @@ class PPOLearner:
             self.optimizer,
             lambda update: max(0.0, 1.0 - update / num_updates) if config.anneal_lr else 1.0,
         )
+        self.num_updates = num_updates
+        # The update's clip range, a tensor filled in place so a compiled step reads it anew.
+        self.clip_coef = torch.tensor(config.clip_coef)
         self.parameter_groups = policy.parameter_groups()
         self._names, self._params = zip(*policy.named_parameters(), strict=True)
         head = policy.action_head
@@ -175,7 +178,7 @@ class PPOLearner:
         entropy_per_sample, head_scalars = self._entropy_terms(dist, None)
         entropy = entropy_per_sample.mean()
         advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
-        policy_terms = clipped_surrogate_loss(logp, batch.logp, advantages, config.clip_coef)
+        policy_terms = clipped_surrogate_loss(logp, batch.logp, advantages, self.clip_coef)
         v_loss = value_loss(values, batch.values, batch.returns, config.value_clip)
         loss = policy_terms.loss - config.ent_coef * entropy + config.vf_coef * v_loss
         terms = [policy_terms.loss, v_loss, entropy, policy_terms.approx_kl, policy_terms.clipfrac]
@@ -270,6 +273,7 @@ class PPOLearner:
         step_scalars: list[torch.Tensor] = []
         grad_stats: list[AsyncGradientStats] = []
         self._nonfinite_steps, self._nonfinite_params = [], []
+        self.clip_coef.fill_(self._scheduled_clip())
         epochs_run = 0
         for _ in range(config.update_epochs):
             epoch_start = len(step_scalars)
@@ -302,12 +306,21 @@ class PPOLearner:
         metrics["train/explained_variance"] = explained
         metrics["train/nonfinite_steps"] = nonfinite_steps
         metrics["train/learning_rate"] = float(learning_rate)
+        metrics["train/clip_coef"] = float(self.clip_coef)
         metrics["train/epochs"] = float(epochs_run)
         metrics.update(zip(telemetry, values[len(values) - num_extra :], strict=True))
         metrics.update(self.collector.materialize(grad_stats).as_metrics())
         if nonfinite_steps:
             self._report_nonfinite(int(nonfinite_steps), len(step_scalars))
         return metrics
+
+    def _scheduled_clip(self) -> float:
+        """``clip_coef``, decayed like the learning rate when ``anneal_clip`` (the scheduler's
+        update count survives a resume, so the schedule does too)."""
+        if not self.config.anneal_clip:
+            return self.config.clip_coef
+        remaining = max(0.0, 1.0 - self.scheduler.last_epoch / self.num_updates)
+        return self.config.clip_coef * remaining
 
     def _report_nonfinite(self, count: int, steps: int) -> None:
         policy = self.collector.config.on_nonfinite

@@ -45,7 +45,7 @@ def masked_clipped_surrogate_loss(
     logp_old: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    clip_coef: float,
+    clip_coef: float | torch.Tensor,
 ) -> PolicyLossTerms:
     """``losses.clipped_surrogate_loss`` over the valid steps: the negative clipped
     surrogate, the k3 approximate KL and the clip fraction."""
@@ -107,7 +107,7 @@ def sequence_ppo_loss(
     advantages: torch.Tensor,
     returns: torch.Tensor,
     mask: torch.Tensor,
-    clip_coef: float,
+    clip_coef: float | torch.Tensor,
     value_clip: float | None,
     norm_adv: bool,
     ent_coef: float,

@@ -98,7 +98,7 @@ class RecurrentPPOLearner(PPOLearner):
         entropy, head_scalars = self._entropy_terms(dist, batch.mask)
         terms = sequence_ppo_loss(
             dist.log_prob(batch.actions), entropy, values, batch.logp, batch.values,
-            batch.advantages, batch.returns, batch.mask, config.clip_coef, config.value_clip,
+            batch.advantages, batch.returns, batch.mask, self.clip_coef, config.value_clip,
             config.norm_adv, config.ent_coef, config.vf_coef,
         )  # fmt: skip
         return terms.loss, torch.cat([torch.stack(terms[1:]), head_scalars]).detach()

@@ -1,0 +1,64 @@
+"""agent.anneal_clip: the surrogate's clip range decays linearly to 0, and binds as it shrinks."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+from esper.simic.agents.networks import ActorCritic
+from esper.simic.agents.ppo import PPOLearner, RolloutBatch
+from esper.simic.gradients import CollectorConfig, build_collector
+from esper.simic.settings import AgentConfig, NetworkConfig
+
+NUM_UPDATES = 4
+LOG_RATIO = 0.1
+"""Every sample's new/old probability ratio is exp(0.1) = 1.105 at the update's first step."""
+
+
+def make_learner(anneal_clip: bool, compile_step: bool) -> PPOLearner:
+    torch.manual_seed(0)
+    policy = ActorCritic(
+        4, gym.spaces.Discrete(2), NetworkConfig(actor_hidden=[8], critic_hidden=[8])
+    )
+    # One epoch of one minibatch: the update's clipfrac is that of its first, only step.
+    config = AgentConfig(
+        minibatch_size=32, update_epochs=1, anneal_clip=anneal_clip, compile=compile_step
+    )
+    return PPOLearner(policy, config, build_collector(CollectorConfig()), NUM_UPDATES)
+
+
+def batch_at_ratio(policy: ActorCritic) -> RolloutBatch:
+    generator = torch.Generator().manual_seed(1)
+    obs = torch.randn(32, 4, generator=generator)
+    actions = torch.randint(0, 2, (32,), generator=generator)
+    with torch.no_grad():
+        dist, values = policy(obs, None)
+        logp = dist.log_prob(actions) - LOG_RATIO
+    return RolloutBatch(
+        obs=obs,
+        actions=actions,
+        logp=logp,
+        values=values,
+        advantages=torch.randn(32, generator=generator),
+        returns=torch.randn(32, generator=generator),
+        action_masks=None,
+    )
+
+
+def run_updates(learner: PPOLearner) -> list[dict[str, float]]:
+    generator = torch.Generator().manual_seed(0)
+    return [learner.update(batch_at_ratio(learner.policy), generator) for _ in range(NUM_UPDATES)]
+
+
+@pytest.mark.parametrize("compile_step", [False, True], ids=["eager", "compiled"])
+def test_annealed_clip_decays_and_binds(one_thread, compile_step):
+    metrics = run_updates(make_learner(anneal_clip=True, compile_step=compile_step))
+    clips = [m["train/clip_coef"] for m in metrics]
+    assert clips == pytest.approx([0.2, 0.15, 0.1, 0.05])
+    # A ratio of 1.105 lies inside [0.8, 1.2] and [0.85, 1.15], outside [0.9, 1.1].
+    assert [m["train/clipfrac"] for m in metrics] == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_constant_clip_by_default(one_thread):
+    metrics = run_updates(make_learner(anneal_clip=False, compile_step=False))
+    assert [m["train/clip_coef"] for m in metrics] == pytest.approx([0.2] * NUM_UPDATES)
+    assert [m["train/clipfrac"] for m in metrics] == [0.0] * NUM_UPDATES

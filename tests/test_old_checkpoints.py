@@ -14,12 +14,14 @@ import torch
 import yaml
 
 from esper.simic.checkpoint import load_checkpoint
-from esper.simic.resume import ResumePoint
+from esper.simic.resume import ResumeError, ResumePoint
 from esper.simic.testing import compose_settings, run_training
 from esper.simic.train import Trainer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints_2cce418"
 RUNS = ["ppo", "recurrent_ppo", "factored_ppo"]
+SINCE = {"ppo": ["agent.anneal_clip=false"]}
+"""Preset values changed since the fixture was made: a resume restates the run's own."""
 
 
 def copied_run(name: str, tmp_path: Path) -> tuple[Path, list[str], Path]:
@@ -27,7 +29,7 @@ def copied_run(name: str, tmp_path: Path) -> tuple[Path, list[str], Path]:
     shutil.copytree(FIXTURES / name, run_dir)
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     (checkpoint,) = (run_dir / "checkpoints").glob("checkpoint_*.pt")
-    return run_dir, overrides, checkpoint
+    return run_dir, [*overrides, *SINCE.get(name, [])], checkpoint
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -59,3 +61,11 @@ def test_an_old_run_resumes_to_its_end_with_every_step_once(name, tmp_path, one_
     assert load_checkpoint(run_dir / "checkpoints" / "final.pt")["counters"]["global_step"] == (
         result.total_env_steps
     )
+
+
+def test_a_changed_preset_value_is_named_when_an_old_run_resumes(tmp_path):
+    """The fixture predates ``agent.anneal_clip``; its default (off) is what that code did,
+    and the preset now turns it on: resuming with today's preset names the key."""
+    run_dir, overrides, _ = copied_run("ppo", tmp_path)
+    with pytest.raises(ResumeError, match=r"agent\.anneal_clip: False there, True now"):
+        run_training([*overrides[:-1], f"resume={run_dir}"], run_dir)

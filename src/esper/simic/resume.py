@@ -8,6 +8,7 @@ run's newest checkpoint would silently drop history, so it needs
 episodes at the resume point, seeded by ``restart_seed``.
 """
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -15,8 +16,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from esper.simic.checkpoint import TRAINING_STATE_KEYS, CheckpointError, load_checkpoint
 from esper.simic.rundir import RunDir, write_text_atomic
+from esper.simic.settings import SimicConfig
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +121,29 @@ def select_checkpoint(resume: str, allow_older: bool) -> ResumePoint:
 
 
 def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config in today's layout: ``collector.on_nonfinite`` moved to
-    ``agent.on_nonfinite`` (checkpoints written before the move still resume)."""
+    """A checkpoint's config in today's layout, so that checkpoints written before a key
+    existed or moved still resume: ``collector.on_nonfinite`` moves to
+    ``agent.on_nonfinite``, and keys the checkpoint predates take the schema's defaults
+    (which keep the behaviour that code had)."""
+    saved = copy.deepcopy(saved)
     collector = saved.get("collector")
-    if not isinstance(collector, dict) or "on_nonfinite" not in collector:
-        return saved
-    collector = dict(collector)
-    agent = {**saved.get("agent", {}), "on_nonfinite": collector.pop("on_nonfinite")}
-    return {**saved, "collector": collector, "agent": agent}
+    if isinstance(collector, dict) and "on_nonfinite" in collector:
+        saved.setdefault("agent", {})["on_nonfinite"] = collector.pop("on_nonfinite")
+    defaults = OmegaConf.to_container(OmegaConf.structured(SimicConfig), enum_to_str=True)
+    assert isinstance(defaults, dict)
+    return _with_defaults(saved, defaults)
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with every key of ``defaults`` it lacks, nested dicts filled alike (a
+    section that is None, e.g. a feed-forward run's ``agent.rnn``, stays None)."""
+    filled = dict(saved)
+    for key, default in defaults.items():
+        if key not in filled:
+            filled[key] = default
+        elif isinstance(default, dict) and isinstance(filled[key], dict):
+            filled[key] = _with_defaults(filled[key], default)
+    return filled
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -145,6 +145,9 @@ class AgentConfig:
     gae_lambda: float = bounded(0.95, ge=0, le=1)
     clip_coef: float = bounded(0.2, gt=0)
     """Surrogate clip range epsilon."""
+    anneal_clip: bool = False
+    """Decay the clip range linearly to 0 over ``total_timesteps`` (rl-zoo's ``lin_0.2``):
+    late updates, on a nearly solved task, can then no longer move the policy far."""
     value_clip: float | None = bounded(None, gt=0)
     """Clip the value update to this range around the rollout's values; ``None`` disables."""
     norm_adv: bool = True

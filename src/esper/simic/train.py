@@ -48,6 +48,16 @@ EVAL_SEED_OFFSET = 1_000_003
 """Eval envs draw their episodes from seeds disjoint from training's."""
 
 
+def eval_seeds(run_seed: int, index: int, episodes: int) -> list[int]:
+    """The env seeds of evaluation ``index`` (an update number), one per episode.
+
+    Evaluation ``k`` takes the block ``[k * episodes, (k + 1) * episodes)`` past the run's
+    base, so no two evaluations of one run (periodic or final) share an episode seed.
+    """
+    first = run_seed + EVAL_SEED_OFFSET + index * episodes
+    return list(range(first, first + episodes))
+
+
 class TrainingAbortedError(RuntimeError):
     """The run stopped on purpose (``agent.on_nonfinite=abort``); the message says why."""
 
@@ -140,6 +150,7 @@ class Trainer:
         self.global_step = 0
         self.start_update = self.start_step = 0
         self.best_eval_return = -math.inf
+        self.best_update = 0
         self.recent_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.recent_lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
         self.tracker: Tracker | None = None
@@ -249,13 +260,14 @@ class Trainer:
             self.normalizer,
             trainer.eval_deterministic,
             self.device,
-            seed=self.settings.seed + EVAL_SEED_OFFSET + index * trainer.eval_episodes,
+            seed=eval_seeds(self.settings.seed, index, trainer.eval_episodes)[0],
         )
 
     def _save_if_best(self, returns: np.ndarray, update: int) -> None:
         """Keep ``best.pt``: the checkpoint with the highest mean eval return so far."""
         if float(returns.mean()) > self.best_eval_return:
             self.best_eval_return = float(returns.mean())
+            self.best_update = update
             save_checkpoint(self._state(update), self.files.best)
 
     def restore(self, point: ResumePoint) -> None:
@@ -275,6 +287,7 @@ class Trainer:
         self.start_update = state["counters"]["update"]
         self.global_step = self.start_step = state["counters"]["global_step"]
         self.best_eval_return = state.get("best_eval_return", -math.inf)
+        self.best_update = state.get("best_update", 0)
         episodes = state.get("episodes", {})
         self.recent_returns.extend(episodes.get("returns", []))
         self.recent_lengths.extend(episodes.get("lengths", []))
@@ -309,6 +322,7 @@ class Trainer:
             "reward_normalizer": reward_normalizer_state(self.envs),
             "counters": {"update": update, "global_step": self.global_step},
             "best_eval_return": self.best_eval_return,
+            "best_update": self.best_update,
             "episodes": {
                 "returns": list(self.recent_returns),
                 "lengths": list(self.recent_lengths),
@@ -341,6 +355,7 @@ class Trainer:
             "env_id": self.settings.env.id,
             "policy_parameters": policy_parameters(self.policy),
             "git_commit": git_commit(),
+            "eval": self._eval_record(),
         }
         if "eval/normalized_score" in final_metrics:
             summary["final_eval_normalized_score"] = final_metrics["eval/normalized_score"]
@@ -348,6 +363,26 @@ class Trainer:
         self.tracker.summarize(summary)
         self.tracker.log_artifacts({"policy": policy, "checkpoint": final})
         return result
+
+    def _eval_record(self) -> dict[str, Any]:
+        """What ``final_eval_*`` measured, and which checkpoint ``best.pt`` holds.
+
+        ``best.pt`` was chosen by its own evaluation's return, so that return is biased
+        upwards as an estimate of the policy's quality; the final evaluation is not.
+        """
+        trainer = self.settings.trainer
+        return {
+            "policy": "final",
+            "deterministic": trainer.eval_deterministic,
+            "episodes": trainer.eval_episodes,
+            "env_seeds": eval_seeds(self.settings.seed, self.num_updates, trainer.eval_episodes),
+            "best": {
+                "checkpoint": str(self.files.best.relative_to(self.files.path)),
+                "update": self.best_update,
+                "global_step": self.best_update * self.batch_size,
+                "selection_eval_return_mean": self.best_eval_return,
+            },
+        }
 
     def close(self) -> None:
         """Release envs and sinks; safe after a failure at any point."""

@@ -28,7 +28,8 @@ class LossTerms(NamedTuple):
 
 
 class LossCoefficients(NamedTuple):
-    clip_coef: float
+    clip_coef: float | torch.Tensor
+    """The surrogate's clip range: a 0-dim tensor when it follows a schedule."""
     value_clip: float | None
     norm_adv: bool
     ent_coef: float

@@ -9,6 +9,7 @@ together with the gradient statistics (one host sync per update).
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,6 +97,12 @@ class PPOLearner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LinearDecay(num_updates) if config.anneal_lr else _constant
         )
+        # rl-zoo's lin_0.2: the clip range decays like the learning rate (``anneal_clip``), a
+        # tensor filled in place each update so that a compiled step reads it anew.
+        self.clip_schedule = LinearDecay(num_updates)
+        self.clip_coef = torch.tensor(config.clip_coef)
+        if config.anneal_clip:
+            self.coefficients = self.coefficients._replace(clip_coef=self.clip_coef)
         self.parameter_groups = policy.parameter_groups()
         self._names, self._params = zip(*policy.named_parameters(), strict=True)
         self.step_metric_names = (
@@ -132,6 +139,8 @@ class PPOLearner:
         per epoch) to stop early, as in OpenAI's Spinning Up PPO.
         """
         config = self.config
+        clip_fraction = self.clip_schedule(self.scheduler.last_epoch) if config.anneal_clip else 1.0
+        self.clip_coef.fill_(config.clip_coef * clip_fraction)
         batch, telemetry = self.batching.prepare(rollout)
         step_scalars: list[Scalars] = []
         grad_stats: list[AsyncGradientStats] = []
@@ -152,6 +161,7 @@ class PPOLearner:
         self.scheduler.step()
         metrics = self._read_metrics(batch, step_scalars, telemetry)
         metrics["train/learning_rate"] = float(learning_rate)
+        metrics["train/clip_coef"] = config.clip_coef * clip_fraction
         metrics["train/epochs"] = float(epochs_run)
         metrics.update(self.collector.materialize(grad_stats).as_metrics())
         nonfinite_steps = int(metrics["train/nonfinite_steps"])
@@ -255,17 +265,24 @@ class PPOLearner:
         log.warning("%d of %d optimiser steps had non-finite gradients (%s)", count, steps, verb)
 
     def state_dict(self) -> dict[str, object]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "clip_schedule": vars(self.clip_schedule),
+        }
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore the optimiser and the schedule, which then decays from the learning rate
-        it had reached to 0 at this run's last update (``LinearDecay``)."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the optimiser and the schedules, which then decay from the learning rate
+        and clip range they had reached to 0 at this run's last update (``LinearDecay``)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        resumed = self.scheduler.last_epoch
+        saved_clip = LinearDecay(**state["clip_schedule"]) if "clip_schedule" in state else None
+        clip_fraction = 1.0 if saved_clip is None else saved_clip(resumed)
+        self.clip_schedule = LinearDecay(self.num_updates, resumed, clip_fraction)
         if not self.config.anneal_lr:
             self.scheduler.lr_lambdas[0] = _constant
             return
-        resumed = self.scheduler.last_epoch
         fraction = self.scheduler.get_last_lr()[0] / self.scheduler.base_lrs[0]
         self.scheduler.lr_lambdas[0] = LinearDecay(self.num_updates, resumed, fraction)
         log.info(

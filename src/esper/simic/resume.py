@@ -21,6 +21,7 @@ from esper.simic.checkpoint import (
     CheckpointError,
     load_checkpoint,
 )
+from esper.simic.settings import ActionBounds
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,20 @@ def load_latest_good(resume: str) -> tuple[Path, dict[str, Any]]:
     raise ResumeError(f"resume={resume}: no readable checkpoint ({'; '.join(errors)})")
 
 
+ADDED_ENV_KEYS: dict[str, Any] = {
+    "imports": [],
+    "wrappers": [],
+    "action_bounds": ActionBounds.clip,
+}
+"""``env`` keys added after checkpoints were written, with the behaviour those runs had."""
+
+
 def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config in today's layout: ``collector.on_nonfinite`` moved to
-    ``agent.on_nonfinite`` (checkpoints written before the move still resume)."""
+    ``agent.on_nonfinite``, and ``env`` keys added since take the values the run had
+    (checkpoints written before still resume)."""
+    if isinstance(saved.get("env"), dict):
+        saved = {**saved, "env": {**ADDED_ENV_KEYS, **saved["env"]}}
     collector = saved.get("collector")
     if not isinstance(collector, dict) or "on_nonfinite" not in collector:
         return saved

@@ -8,7 +8,8 @@ the env's metadata, where the policy's encoder finds it (``structured_observatio
 
 Then on the vector env: episode statistics, recorded on raw rewards before any
 normalisation so ``rollout/episode_return`` is the task's true return; ``Box`` actions
-clipped or squashed into their bounds; reward normalisation. Observation normalisation
+clipped or squashed into their bounds, ``MultiBinary`` ones cast to int8; reward
+normalisation. Observation normalisation
 lives in ``normalization.py`` (see there why it is not a wrapper).
 """
 
@@ -105,6 +106,9 @@ def make_vector_env(config: EnvConfig, *, gamma: float, num_envs: int | None = N
             envs = vector_wrappers.ClipAction(envs)
         else:
             envs = vector_wrappers.TransformAction(envs, partial(_squash, space=space))
+    if isinstance(space, gym.spaces.MultiBinary):
+        # Bernoulli samples are 0/1 floats; the env gets flags of MultiBinary's own dtype.
+        envs = vector_wrappers.TransformAction(envs, partial(np.asarray, dtype=space.dtype))
     if config.normalize_reward:
         envs = vector_wrappers.NormalizeReward(envs, gamma=gamma)
         envs = vector_wrappers.ClipReward(envs, -config.clip_reward, config.clip_reward)

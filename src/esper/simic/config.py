@@ -197,6 +197,8 @@ def _probe_env(env_cfg: EnvConfig) -> gym.Env:
         env = gym.make(env_cfg.id, **env_cfg.kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"env.kwargs of {env_cfg.id}: {str(error).splitlines()[0]}") from error
+    except gym.error.DependencyNotInstalled as error:  # its message names the pip command
+        raise ConfigError(f"env.id={env_cfg.id}: {str(error).splitlines()[0]}") from error
     for index, spec in enumerate(env_cfg.wrappers):
         try:
             wrapped = instantiate(dict(spec), env)

@@ -1,6 +1,7 @@
 """Envs built from ``EnvConfig`` with gymnasium's own wrappers.
 
-Per env, in order: ``gymnasium.make`` (after importing ``env.imports``), the wrappers of
+Per env, in order: ``gymnasium.make`` (after importing ``env.imports``; gymnasium itself
+imports the module of a ``module:Name`` id), the wrappers of
 ``env.wrappers``, then flattening of a structured observation (``flatten_structured``).
 Flattening per env rather than on the vector env keeps ``info["final_obs"]`` flat too,
 which the rollout needs to bootstrap truncated episodes; the structured space is kept in
@@ -9,8 +10,8 @@ the env's metadata, where the policy's encoder finds it (``structured_observatio
 Then on the vector env: episode statistics, recorded on raw rewards before any
 normalisation so ``rollout/episode_return`` is the task's true return; ``Box`` actions
 clipped or squashed into their bounds, ``MultiBinary`` ones cast to int8; reward
-normalisation. Observation normalisation
-lives in ``normalization.py`` (see there why it is not a wrapper).
+normalisation. Observation normalisation lives in ``normalization.py`` (see there why it
+is not a wrapper).
 """
 
 import importlib
@@ -35,11 +36,9 @@ STRUCTURED_SPACE_KEY = "structured_observation_space"
 
 
 def import_env_modules(config: EnvConfig) -> None:
-    """Import ``env.imports`` and the module of a ``module:Name`` id (which register their
-    envs), and register the ``esper/`` envs."""
+    """Register the ``esper/`` envs and import ``env.imports``, which register theirs."""
     register_esper_envs()
-    module = config.id.split(":")[0] if ":" in config.id else None
-    for name in [*config.imports, *([module] if module else [])]:
+    for name in config.imports:
         importlib.import_module(name)
 
 

@@ -20,7 +20,10 @@ BAD_INPUTS = [
         "agent.learning_rate=abc",
         "agent.learning_rate: Value 'abc' of type 'str' could not be converted to Float",
     ),
-    ("env=cartpol", "env=cartpol is not an option of group 'env': choose one of acrobot, cartpole"),
+    (
+        "env=cartpol",
+        "env=cartpol is not an option of group 'env': choose one of acrobot, breakout, cartpole",
+    ),
     ("+experiment=nope", "experiment=nope is not an option of group 'experiment'"),
     (
         "agent.learning_rate=-0.001",

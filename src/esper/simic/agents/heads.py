@@ -85,7 +85,8 @@ class CategoricalHead(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """Diagonal Gaussian with a state-independent log-std; the env wrapper clips to bounds."""
+    """Diagonal Gaussian with a state-independent log-std; the env wrappers clip or squash
+    the sample into the bounds (``env.action_bounds``)."""
 
     head_names: tuple[str, ...] = ()
 

@@ -26,7 +26,7 @@ from esper.simic.assembly import (
 from esper.simic.envs.factory import _squash, make_vector_env, structured_observation_space
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.settings import EnvConfig, NetworkConfig
-from esper.simic.testing import run_training
+from esper.simic.testing import observation_batch, run_training
 
 IMAGE = spaces.Box(0, 255, (36, 40, 3), np.uint8)
 MIXED = spaces.Dict(
@@ -259,3 +259,21 @@ def test_image_policy_is_made_from_the_structured_space():
         assert [part.kind for part in layout] == [PartKind.image]
     finally:
         envs.close()
+
+
+def test_acting_step_encodes_like_the_training_pass():
+    """The rollout's step (encoder called, layers unwrapped) and the training pass give one
+    log-probability and value for the same image observation and action."""
+    space = spaces.Dict({"camera": IMAGE, "speed": spaces.Box(-1, 1, (3,))})
+    torch.manual_seed(0)
+    policy = ActorCritic(
+        ObservationEncoder(observation_layout(space)), BinaryActions(3), NetworkConfig()
+    )
+    obs = torch.rand(4, flatdim(space)) * 255
+    with torch.no_grad():
+        action, logp, value, _ = policy.acting()(
+            obs, policy.initial_state(4), torch.ones(4, dtype=torch.bool)
+        )
+        output = policy(observation_batch(obs))
+    torch.testing.assert_close(logp, output.dist.log_prob(action))
+    torch.testing.assert_close(value, output.values)

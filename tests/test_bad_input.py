@@ -36,15 +36,44 @@ BAD_INPUTS = {
         ["+experiment=stateless_cartpole_rppo", "agent.compile=true"],
         "agent.compile=true for recurrent PPO needs agent.rnn.impl=esper",
     ),
-    "discrete-observations": (
-        ["env.id=FrozenLake-v1"],
-        "env.id=FrozenLake-v1: observation space Discrete(16) is not supported: expected a "
-        "flat (1-D) Box",
+    "unknown-module-in-id": (
+        ["env.id=no_such_suite:Foo-v0"],
+        "env.id=no_such_suite:Foo-v0: module 'no_such_suite' could not be imported (No module "
+        "named 'no_such_suite'): install the package that provides it, e.g. pip install "
+        "no-such-suite",
     ),
-    "tuple-observations": (
-        ["env.id=Blackjack-v1"],
-        "env.id=Blackjack-v1: observation space Tuple(Discrete(32), Discrete(11), "
-        "Discrete(2)) is not supported",
+    "unknown-module-in-imports": (
+        ["env.imports=[no_such_suite.envs]"],
+        "env.imports: module 'no_such_suite.envs' could not be imported (No module named "
+        "'no_such_suite'): install the package that provides it, e.g. pip install no-such-suite",
+    ),
+    "module-that-registers-nothing-under-the-id": (
+        ["env.id=gymnasium.envs.classic_control:CartPol-v1"],
+        "env.id='gymnasium.envs.classic_control:CartPol-v1' is not a registered gymnasium "
+        "environment: importing gymnasium.envs.classic_control registered no environment "
+        "CartPol-v1. Did you mean CartPole-v1",
+    ),
+    "unknown-id-after-imports": (
+        ["env.imports=[gymnasium.envs.classic_control]", "env.id=Acrobat-v1"],
+        "env.id='Acrobat-v1' is not a registered gymnasium environment. Did you mean Acrobot-v1",
+    ),
+    "wrapper-target-that-does-not-exist": (
+        ["env.wrappers=[{_target_:gymnasium.wrappers.NoSuchWrapper}]"],
+        "env.wrappers[0]._target_=gymnasium.wrappers.NoSuchWrapper cannot be imported: name an "
+        "existing wrapper class",
+    ),
+    "wrapper-that-does-not-accept-an-env": (
+        ["env.wrappers=[{_target_:collections.Counter}]"],
+        "env.wrappers[0] (collections.Counter) does not accept the env: TypeError: 'TimeLimit' "
+        "object is not iterable",
+    ),
+    "wrapper-that-returns-no-env": (
+        ["env.wrappers=[{_target_:builtins.str}]"],
+        "env.wrappers[0] (builtins.str) returned a str, not a gymnasium env",
+    ),
+    "wrapper-without-target": (
+        ["env.wrappers=[{stack_size:4}]"],
+        "env.wrappers[0] has no _target_: give each wrapper as {_target_: module.Class, ...}",
     ),
     "window-minibatch-of-two-shapes": (
         ["+experiment=stateless_cartpole_rppo", "agent.rnn.impl=esper", "agent.minibatch_size=96"],

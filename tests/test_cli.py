@@ -91,7 +91,8 @@ def test_a_config_that_does_not_compose_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "esper.simic: config error: env=nope is not an option of group 'env': choose one of "
-        "acrobot, cartpole, cue_recall, pendulum, seed_lifecycle, stateless_cartpole"
+        "acrobot, breakout, cartpole, cue_recall, halfcheetah, pendulum, seed_lifecycle, "
+        "stateless_cartpole"
     ]
     assert list(tmp_path.iterdir()) == []
 

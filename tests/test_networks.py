@@ -169,5 +169,5 @@ def test_action_spec_of_a_gymnasium_space(space, expected):
 
 
 def test_unsupported_action_space_is_a_clear_error():
-    with pytest.raises(UnsupportedSpaceError, match="action space MultiBinary"):
-        action_spec(gym.spaces.MultiBinary(3), {})
+    with pytest.raises(UnsupportedSpaceError, match="action space Tuple"):
+        action_spec(gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3))), {})

@@ -15,21 +15,39 @@ in ``metadata["action_heads"]`` (gymnasium copies an env's metadata to its vecto
     }
 
 Without a declaration every head is independent and always counts.
+
+Structured observations reach the policy flattened in gymnasium's order
+(``envs/factory.py``); ``observation_layout`` describes that flat vector from the
+structured space, so the policy's encoder knows which entries are one-hots, flags, real
+values or pixels.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from esper.simic.agents.batching import Batching, SequenceChunks, ShuffledSteps, Windows
+from esper.simic.agents.encoders import (
+    ObservationEncoder,
+    ObservationPart,
+    PartKind,
+    nature_cnn_fits,
+)
 from esper.simic.agents.factored import FactoredSpec
-from esper.simic.agents.heads import ActionSpec, ContinuousActions, DiscreteActions
+from esper.simic.agents.heads import (
+    ActionSpec,
+    BinaryActions,
+    ContinuousActions,
+    DiscreteActions,
+)
 from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.policy import Policy
 from esper.simic.agents.ppo import PPOLearner
 from esper.simic.agents.recurrent import RecurrentActorCritic
+from esper.simic.envs.factory import structured_observation_space
 from esper.simic.gradients import build_collector
 from esper.simic.settings import AgentConfig, RNNImpl, SimicConfig
 
@@ -41,13 +59,63 @@ class UnsupportedSpaceError(ValueError):
     """An observation or action space the agents cannot handle; one line naming it."""
 
 
-def observation_size(space: gym.Space) -> int:
-    """The length of the flat observation vector the policy's first layer takes."""
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        return int(space.shape[0])
-    raise UnsupportedSpaceError(
-        f"observation space {space} is not supported: expected a flat (1-D) Box"
+SUPPORTED_OBSERVATIONS = (
+    "Box (any shape; uint8 images HxWxC or CxHxW of 36x36 or more through a CNN), Discrete, "
+    "MultiDiscrete, MultiBinary, and Dict or Tuple of these"
+)
+
+
+def is_image(space: gym.Space) -> bool:
+    """A uint8 ``Box`` of rank 3 with bounds [0, 255], as Stable-Baselines3 decides."""
+    return (
+        isinstance(space, gym.spaces.Box)
+        and space.dtype == np.uint8
+        and len(space.shape) == 3
+        and bool(np.all(space.low == 0))
+        and bool(np.all(space.high == 255))
     )
+
+
+def _image_part(space: gym.spaces.Box) -> ObservationPart:
+    shape = tuple(int(n) for n in space.shape)
+    # Channels are the smallest of the first and last dimensions (SB3's rule).
+    channels_last = shape[-1] < shape[0]
+    height, width = shape[:2] if channels_last else shape[1:]
+    if not nature_cnn_fits(height, width):
+        raise UnsupportedSpaceError(
+            f"image observation {space} is too small for the Nature CNN: it needs 36x36 "
+            "pixels or more (resize it with gymnasium.wrappers.ResizeObservation)"
+        )
+    return ObservationPart(
+        PartKind.image, int(np.prod(shape)), (shape[0], shape[1], shape[2]), channels_last
+    )
+
+
+def observation_layout(space: gym.Space) -> list[ObservationPart]:
+    """The parts of ``space`` flattened by ``gymnasium.spaces.utils.flatten``, in its order."""
+    if is_image(space):
+        assert isinstance(space, gym.spaces.Box)
+        return [_image_part(space)]
+    if isinstance(space, gym.spaces.Box):
+        return [ObservationPart(PartKind.box, int(np.prod(space.shape)))]
+    if isinstance(space, gym.spaces.Discrete):
+        return [ObservationPart(PartKind.one_hot, int(space.n))]
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return [ObservationPart(PartKind.one_hot, int(np.sum(space.nvec)))]
+    if isinstance(space, gym.spaces.MultiBinary):
+        return [ObservationPart(PartKind.binary, int(np.prod(space.shape)))]
+    if isinstance(space, gym.spaces.Dict | gym.spaces.Tuple):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return [part for sub in parts for part in observation_layout(sub)]
+    raise UnsupportedSpaceError(
+        f"observation space {space} is not supported: expected {SUPPORTED_OBSERVATIONS}"
+    )
+
+
+def normalizable_entries(layout: list[ObservationPart]) -> np.ndarray:
+    """Which entries of the flat observation observation normalisation may touch: real
+    values only, never one-hots, flags or pixels."""
+    return np.concatenate([np.full(p.size, p.kind is PartKind.box) for p in layout])
 
 
 def action_spec(space: gym.Space, metadata: Mapping[str, Any]) -> ActionSpec:
@@ -56,6 +124,8 @@ def action_spec(space: gym.Space, metadata: Mapping[str, Any]) -> ActionSpec:
         return DiscreteActions(int(space.n))
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return ContinuousActions(int(space.shape[0]))
+    if isinstance(space, gym.spaces.MultiBinary) and len(space.shape) == 1:
+        return BinaryActions(int(space.shape[0]))
     if isinstance(space, gym.spaces.MultiDiscrete) and len(space.shape) == 1:
         sizes = [int(n) for n in space.nvec]
         declared = metadata.get(ACTION_HEADS_KEY)
@@ -70,16 +140,20 @@ def action_spec(space: gym.Space, metadata: Mapping[str, Any]) -> ActionSpec:
             head_names=names,
         )
     raise UnsupportedSpaceError(
-        f"action space {space} is not supported: expected Discrete, a 1-D Box or a 1-D "
-        "MultiDiscrete"
+        f"action space {space} is not supported: expected Discrete, a 1-D Box, a 1-D "
+        "MultiDiscrete or a 1-D MultiBinary"
     )
 
 
-def build_policy(agent: AgentConfig, obs_size: int, actions: ActionSpec) -> Policy:
-    """Feed-forward PPO's actor-critic, or a recurrent one when ``agent.rnn`` is set."""
+def build_policy(
+    agent: AgentConfig, layout: list[ObservationPart] | int, actions: ActionSpec
+) -> Policy:
+    """Feed-forward PPO's actor-critic, or a recurrent one when ``agent.rnn`` is set, over
+    observations of ``layout`` (or a flat vector of that many real values)."""
+    encoder = layout if isinstance(layout, int) else ObservationEncoder(layout)
     if agent.rnn is None:
-        return ActorCritic(obs_size, actions, agent.network, agent.head_ent_coefs)
-    return RecurrentActorCritic(obs_size, actions, agent.network, agent.rnn, agent.head_ent_coefs)
+        return ActorCritic(encoder, actions, agent.network, agent.head_ent_coefs)
+    return RecurrentActorCritic(encoder, actions, agent.network, agent.rnn, agent.head_ent_coefs)
 
 
 def build_batching(agent: AgentConfig) -> Batching:
@@ -96,9 +170,9 @@ def build_agent(
 ) -> tuple[Policy, PPOLearner]:
     """The policy for ``envs``' spaces, on ``device``, and the learner that trains it."""
     agent = settings.agent
-    obs_size = observation_size(envs.single_observation_space)
+    layout = observation_layout(structured_observation_space(envs))
     actions = action_spec(envs.single_action_space, envs.metadata)
-    policy = build_policy(agent, obs_size, actions)
+    policy = build_policy(agent, layout, actions)
     policy.to(device)
     learner = PPOLearner(
         policy, agent, build_collector(settings.collector), build_batching(agent), num_updates

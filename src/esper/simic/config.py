@@ -7,9 +7,11 @@ key and what it expected.
 
 import dataclasses
 import difflib
+import importlib
 import math
 import operator
 import os
+import pydoc
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -17,13 +19,21 @@ from typing import Any
 import gymnasium as gym
 import torch
 from hydra.core.config_store import ConfigStore
-from hydra.errors import MissingConfigException
+from hydra.errors import InstantiationException, MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from esper.simic.assembly import UnsupportedSpaceError, action_spec, observation_size
+from esper.simic.assembly import UnsupportedSpaceError, action_spec, observation_layout
 from esper.simic.envs.registration import register_esper_envs
-from esper.simic.settings import AgentConfig, RNNConfig, RNNImpl, RNNType, SimicConfig
+from esper.simic.settings import (
+    AgentConfig,
+    EnvConfig,
+    RNNConfig,
+    RNNImpl,
+    RNNType,
+    SimicConfig,
+)
 
 MOVED_KEYS = {"collector.on_nonfinite": "agent.on_nonfinite"}
 """Keys that moved, old -> new: an old key gets one line naming its new place."""
@@ -185,25 +195,87 @@ def check_esper_rnn(rnn: RNNConfig, burn_in: int, device: str) -> None:
         )
 
 
-def check_env_id(env_id: str) -> None:
-    """Fail early, with suggestions, on an id gymnasium does not know."""
+def _import_module(name: str, key: str) -> None:
+    """Import ``name`` (which registers envs), or name it and the pip command that brings it."""
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # any failure of a user module is reported
+        package = name.split(".", maxsplit=1)[0].replace("_", "-")
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"{key}: module {name!r} could not be imported ({cause}): install the package "
+            f"that provides it, e.g. pip install {package}"
+        ) from error
+
+
+def check_env_id(env: EnvConfig) -> None:
+    """Import ``env.imports`` and a ``module:`` prefix of ``env.id``, then fail early, with
+    suggestions, on an id gymnasium does not know."""
     register_esper_envs()
-    if env_id in gym.envs.registry:
+    for name in env.imports:
+        _import_module(name, "env.imports")
+    module, _, name = env.id.rpartition(":")
+    if module:
+        _import_module(module, f"env.id={env.id}")
+    if name in gym.envs.registry:
         return
-    close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+    close = difflib.get_close_matches(name, list(gym.envs.registry), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ConfigError(f"env.id={env_id!r} is not a registered gymnasium environment.{hint}")
+    where = f": importing {module} registered no environment {name}" if module else ""
+    raise ConfigError(f"env.id={env.id!r} is not a registered gymnasium environment{where}.{hint}")
+
+
+def check_env_wrappers(env: EnvConfig) -> None:
+    """Every ``env.wrappers`` entry names an importable ``_target_``."""
+    for index, spec in enumerate(env.wrappers):
+        key = f"env.wrappers[{index}]"
+        target = spec.get("_target_")
+        if not isinstance(target, str):
+            raise ConfigError(
+                f"{key} has no _target_: give each wrapper as {{_target_: module.Class, ...}}"
+            )
+        # pydoc.locate, not Hydra's get_object, which logs its own multi-line error.
+        if pydoc.locate(target) is None:
+            raise ConfigError(
+                f"{key}._target_={target} cannot be imported: name an existing wrapper class, "
+                "e.g. gymnasium.wrappers.FrameStackObservation"
+            )
+
+
+def _probe_env(env_cfg: EnvConfig) -> gym.Env:
+    """One env made and wrapped as the run will make it, errors as one line each."""
+    try:
+        env = gym.make(env_cfg.id, **env_cfg.kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"env.kwargs of {env_cfg.id}: {str(error).splitlines()[0]}") from error
+    except gym.error.DependencyNotInstalled as error:  # its message names the pip command
+        raise ConfigError(f"env.id={env_cfg.id}: {str(error).splitlines()[0]}") from error
+    for index, spec in enumerate(env_cfg.wrappers):
+        try:
+            wrapped = instantiate(dict(spec), env)
+        except (InstantiationException, TypeError, ValueError) as error:
+            env.close()
+            cause = error.__cause__ or error
+            raise ConfigError(
+                f"env.wrappers[{index}] ({spec['_target_']}) does not accept the env: "
+                f"{type(cause).__name__}: {str(cause).splitlines()[0]}"
+            ) from error
+        if not isinstance(wrapped, gym.Env):
+            env.close()
+            raise ConfigError(
+                f"env.wrappers[{index}] ({spec['_target_']}) returned a "
+                f"{type(wrapped).__name__}, not a gymnasium env: name a wrapper class"
+            )
+        env = wrapped
+    return env
 
 
 def check_env_spaces(settings: SimicConfig) -> None:
     """Make one env and check that the agents can handle its spaces and declared heads."""
     env_cfg = settings.env
+    env = _probe_env(env_cfg)
     try:
-        env = gym.make(env_cfg.id, **env_cfg.kwargs)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"env.kwargs of {env_cfg.id}: {str(error).splitlines()[0]}") from error
-    try:
-        observation_size(env.observation_space)
+        observation_layout(env.observation_space)
         actions = action_spec(env.action_space, env.metadata)
     except UnsupportedSpaceError as error:
         raise ConfigError(f"env.id={env_cfg.id}: {error}") from error
@@ -233,7 +305,8 @@ def load_settings(cfg: DictConfig) -> SimicConfig:
     check_finite(settings)
     check_bounds(settings)
     check_cross_field(settings)
-    check_env_id(settings.env.id)
+    check_env_id(settings.env)
+    check_env_wrappers(settings.env)
     check_env_spaces(settings)
     return settings
 

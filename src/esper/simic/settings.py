@@ -52,6 +52,15 @@ class RNNImpl(Enum):
     """Unpadded windows with the state reset inside; esper's C++ kernel (LSTM on the CPU)."""
 
 
+class ActionBounds(Enum):
+    """How a Gaussian policy's unbounded sample meets a ``Box`` action space's bounds."""
+
+    clip = "clip"
+    """Clip the sample to the bounds (CleanRL, SB3's default)."""
+    squash = "squash"
+    """Map it through tanh onto the bounds: ``low + (tanh(u) + 1) (high - low) / 2``."""
+
+
 class LoggerName(Enum):
     wandb = "wandb"
     none = "none"
@@ -77,7 +86,14 @@ class ProgressMode(Enum):
 @dataclass
 class EnvConfig:
     id: str = "CartPole-v1"
-    """gymnasium id, e.g. ``CartPole-v1`` or ``esper/SeedLifecycle-v0``."""
+    """gymnasium id, e.g. ``CartPole-v1``, ``esper/SeedLifecycle-v0``, or ``module:Name-v0``
+    (gymnasium imports ``module`` first, which registers the env)."""
+    imports: list[str] = field(default_factory=list)
+    """Modules to import before making the env, for suites that register on import."""
+    wrappers: list[dict[str, Any]] = field(default_factory=list)
+    """gymnasium wrappers applied to each env in order, as Hydra ``_target_`` specs with
+    their arguments, e.g. ``{_target_: gymnasium.wrappers.FrameStackObservation,
+    stack_size: 4}``: each is called as ``wrapper(env, **arguments)``."""
     num_envs: int = bounded(8, gt=0)
     """Copies stepped in lockstep by the vector env."""
     vectorization: Vectorization = Vectorization["sync"]
@@ -94,6 +110,8 @@ class EnvConfig:
     """Bound on normalised observations."""
     clip_reward: float = bounded(10.0, gt=0)
     """Bound on normalised rewards."""
+    action_bounds: ActionBounds = ActionBounds.clip
+    """``Box`` actions: ``clip`` the Gaussian sample to the bounds, or ``squash`` it (tanh)."""
 
 
 @dataclass

@@ -21,9 +21,13 @@ from gymnasium.vector import VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
 from esper.simic.agents.ppo import NonFiniteGradientsError, policy_parameters
-from esper.simic.assembly import build_agent
+from esper.simic.assembly import build_agent, normalizable_entries, observation_layout
 from esper.simic.checkpoint import plain_stats, restore_rng, rng_state, save_checkpoint
-from esper.simic.envs.factory import find_wrapper, make_vector_env
+from esper.simic.envs.factory import (
+    find_wrapper,
+    make_vector_env,
+    structured_observation_space,
+)
 from esper.simic.envs.normalization import make_normalizer
 from esper.simic.envs.scoring import reference_score
 from esper.simic.gradients import NonFinitePolicy
@@ -171,7 +175,8 @@ class Trainer:
     def _build_agent(self) -> None:
         settings, agent, env_cfg = self.settings, self.settings.agent, self.settings.env
         obs_shape = self.envs.single_observation_space.shape
-        self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs)
+        mask = normalizable_entries(observation_layout(structured_observation_space(self.envs)))
+        self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs, mask)
         self.policy, self.learner = build_agent(settings, self.envs, self.device, self.num_updates)
         self.runner = RolloutRunner(
             self.envs,

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
 from esper.simic.agents.factored import FactoredHead, FactoredSpec
 from esper.simic.agents.layers import (
@@ -53,7 +53,15 @@ class ContinuousActions:
     head_names: ClassVar[tuple[str, ...]] = ()
 
 
-ActionSpec = DiscreteActions | ContinuousActions | FactoredSpec
+@dataclass(frozen=True)
+class BinaryActions:
+    """``n`` independent on/off choices (gymnasium's ``MultiBinary``), one Bernoulli each."""
+
+    n: int
+    head_names: ClassVar[tuple[str, ...]] = ()
+
+
+ActionSpec = DiscreteActions | ContinuousActions | BinaryActions | FactoredSpec
 """What the policy's head must produce; the env adapter derives it from the action space
 and the heads the env declares (``FactoredSpec``)."""
 
@@ -76,7 +84,8 @@ class CategoricalHead(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """Diagonal Gaussian with a state-independent log-std; the env wrapper clips to bounds."""
+    """Diagonal Gaussian with a state-independent log-std; the env wrappers clip or squash
+    the sample into the bounds (``env.action_bounds``)."""
 
     head_names: tuple[str, ...] = ()
 
@@ -96,7 +105,37 @@ class GaussianHead(nn.Module):
         return dist.entropy(), None
 
 
-ActionHead = CategoricalHead | GaussianHead | FactoredHead
+class _Flags(Bernoulli):
+    """``Bernoulli`` whose mode is 1 at probability one half too (torch's is NaN there)."""
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return (self.logits >= 0).to(self.logits.dtype)
+
+
+class BernoulliHead(nn.Module):
+    """One logit per flag; the flags are independent given the features, so the joint
+    log-probability and entropy are sums over flags (``Independent``). Actions are 0/1
+    floats; the mode sets the flags whose probability is at least one half."""
+
+    head_names: tuple[str, ...] = ()
+
+    def __init__(self, in_dim: int, num_flags: int, ortho: bool) -> None:
+        super().__init__()
+        self.logits = init_layer(nn.Linear(in_dim, num_flags), POLICY_GAIN, ortho)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Distribution:
+        if mask is not None:
+            raise ValueError("action masks apply to Discrete action spaces only")
+        flags = _Flags(logits=self.logits(features), validate_args=False)
+        return Independent(flags, 1, validate_args=False)
+
+    def entropy_terms(self, dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+        entropy = dist.entropy()
+        return entropy, entropy.new_zeros(*entropy.shape, 0)
+
+
+ActionHead = CategoricalHead | GaussianHead | BernoulliHead | FactoredHead
 
 
 def make_action_head(
@@ -111,6 +150,8 @@ def make_action_head(
         return CategoricalHead(in_dim, actions.n, config.ortho_init)
     if isinstance(actions, ContinuousActions):
         return GaussianHead(in_dim, actions.dim, config.log_std_init, config.ortho_init)
+    if isinstance(actions, BinaryActions):
+        return BernoulliHead(in_dim, actions.n, config.ortho_init)
     return FactoredHead(in_dim, actions, config.ortho_init, entropy_weights or {})
 
 

@@ -1,4 +1,4 @@
-"""The feed-forward actor-critic: policy and value MLPs over flat observations."""
+"""The feed-forward actor-critic: an observation encoder, then policy and value MLPs."""
 
 from collections.abc import Mapping
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from esper.simic.agents.batches import TrainingBatch
+from esper.simic.agents.encoders import ObservationInput, as_encoder
 from esper.simic.agents.heads import ActionSampler, ActionSpec, make_action_head, policy_output
 from esper.simic.agents.layers import VALUE_GAIN, apply_layers, init_layer, mlp, unwrap_layer
 from esper.simic.agents.policy import Policy, PolicyOutput, PolicyState
@@ -13,16 +14,20 @@ from esper.simic.settings import NetworkConfig
 
 
 class ActorCritic(Policy):
-    """Policy and value MLPs, separate by default or on one shared trunk."""
+    """Policy and value MLPs, separate by default or on one shared trunk, over the features
+    of one observation encoder that both share (as SB3's policies share their features
+    extractor: a CNN is the costly part)."""
 
     def __init__(
         self,
-        obs_dim: int,
+        observations: ObservationInput,
         actions: ActionSpec,
         config: NetworkConfig,
         entropy_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
+        self.encoder = as_encoder(observations)
+        obs_dim = self.encoder.out_dim
         self.actor_trunk = mlp(obs_dim, config.actor_hidden, config.activation, config.ortho_init)
         self.critic_trunk = (
             self.actor_trunk
@@ -39,8 +44,9 @@ class ActorCritic(Policy):
 
     def forward(self, batch: TrainingBatch) -> PolicyOutput:
         """The action distribution and the value estimate over a minibatch of steps."""
-        actor_features = self.actor_trunk(batch.obs)
-        critic_features = actor_features if self.shared_trunk else self.critic_trunk(batch.obs)
+        features = self.encoder(batch.obs)
+        actor_features = self.actor_trunk(features)
+        critic_features = actor_features if self.shared_trunk else self.critic_trunk(features)
         values = self.value_head(critic_features).squeeze(-1)
         return policy_output(self.action_head, actor_features, batch.action_masks, values)
 
@@ -54,11 +60,16 @@ class ActorCritic(Policy):
     def value(
         self, obs: torch.Tensor, state: PolicyState, episode_start: torch.Tensor
     ) -> torch.Tensor:
-        return self.value_head(self.critic_trunk(obs)).squeeze(-1)
+        return self.value_head(self.critic_trunk(self.encoder(obs))).squeeze(-1)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by role, for per-group gradient statistics (a shared trunk is actor)."""
-        actor = [*self.actor_trunk.parameters(), *self.action_head.parameters()]
+        """Parameters by role, for per-group gradient statistics (a shared trunk and the
+        encoder count as actor)."""
+        actor = [
+            *self.encoder.parameters(),
+            *self.actor_trunk.parameters(),
+            *self.action_head.parameters(),
+        ]
         critic = [*self.value_head.parameters()]
         if not self.shared_trunk:
             critic = [*self.critic_trunk.parameters(), *critic]
@@ -77,6 +88,8 @@ class ActingPass:
     """
 
     def __init__(self, policy: ActorCritic, deterministic: bool = False) -> None:
+        # The identity encoder (flat observations) is skipped, not called.
+        self._encode = None if policy.encoder.is_identity else policy.encoder
         self._actor = [unwrap_layer(m) for m in policy.actor_trunk]
         self._critic = (
             None if policy.shared_trunk else [unwrap_layer(m) for m in policy.critic_trunk]
@@ -93,6 +106,8 @@ class ActingPass:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PolicyState]:
         """``obs`` [B, D], ``mask`` [B, A] -> action, log-probability and value, each [B],
         and the (empty) state, unchanged."""
+        if self._encode is not None:
+            obs = self._encode(obs)
         actor = apply_layers(self._actor, obs)
         critic = actor if self._critic is None else apply_layers(self._critic, obs)
         action, logp = self._sample(actor, mask)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from esper.simic.agents.batches import SequenceMemory, TrainingBatch
+from esper.simic.agents.encoders import ObservationInput, as_encoder
 from esper.simic.agents.heads import ActionSpec, make_action_head, policy_output
 from esper.simic.agents.layers import VALUE_GAIN, init_layer, mlp
 from esper.simic.agents.lstm_resets import lstm_with_resets
@@ -54,7 +55,8 @@ def _run_core(
 
 
 class RecurrentActorCritic(Policy):
-    """Observation encoder (``network.actor_hidden`` MLP) -> core -> policy and value heads.
+    """Observation encoder (``encoders.py``, shared) -> MLP (``network.actor_hidden``) ->
+    core -> policy and value heads.
 
     ``rnn.shared_core``: one encoder and one core feed both heads. Otherwise actor and
     critic each have a core, and their own encoder (``critic_hidden``) unless
@@ -64,13 +66,15 @@ class RecurrentActorCritic(Policy):
 
     def __init__(
         self,
-        obs_dim: int,
+        observations: ObservationInput,
         actions: ActionSpec,
         network: NetworkConfig,
         rnn: RNNConfig,
         entropy_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
+        self.observation_encoder = as_encoder(observations)
+        obs_dim = self.observation_encoder.out_dim
         ortho = network.ortho_init
         self.num_layers = rnn.num_layers
         self.shared_core = rnn.shared_core
@@ -122,7 +126,8 @@ class RecurrentActorCritic(Policy):
         state = self.reset_state(state, episode_start)
         if not self.shared_core:
             state = state.layers(self.num_layers, 2 * self.num_layers)
-        out, _ = _run_core(self.critic_core, self.critic_encoder(obs.unsqueeze(0)), state)
+        features = self.observation_encoder(obs.unsqueeze(0))
+        out, _ = _run_core(self.critic_core, self.critic_encoder(features), state)
         return self.value_head(out[0]).squeeze(-1)
 
     def forward(self, batch: TrainingBatch) -> PolicyOutput:
@@ -142,10 +147,11 @@ class RecurrentActorCritic(Policy):
     ) -> tuple[list[nn.LSTM | nn.GRU], list[torch.Tensor]]:
         """The cores to replay (the actor's, then the critic's when separate) and their
         encoded inputs."""
-        actor_x = self.actor_encoder(obs)
+        features = self.observation_encoder(obs)
+        actor_x = self.actor_encoder(features)
         if self.shared_core:
             return [self.actor_core], [actor_x]
-        critic_x = actor_x if self.shared_encoder else self.critic_encoder(obs)
+        critic_x = actor_x if self.shared_encoder else self.critic_encoder(features)
         return [self.actor_core, self.critic_core], [actor_x, critic_x]
 
     def _features(
@@ -203,8 +209,13 @@ class RecurrentActorCritic(Policy):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role for gradient statistics: the cores and a learned initial state
-        are ``recurrent``; a shared encoder counts as actor, like a shared trunk."""
-        actor = [*self.actor_encoder.parameters(), *self.action_head.parameters()]
+        are ``recurrent``; the observation encoder and a shared MLP encoder count as actor,
+        like a shared trunk."""
+        actor = [
+            *self.observation_encoder.parameters(),
+            *self.actor_encoder.parameters(),
+            *self.action_head.parameters(),
+        ]
         critic = [*self.value_head.parameters()]
         if not self.shared_encoder:
             critic = [*self.critic_encoder.parameters(), *critic]

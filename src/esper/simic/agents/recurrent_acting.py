@@ -101,6 +101,8 @@ class RecurrentActingPass:
     @torch.no_grad()
     def __init__(self, policy: RecurrentActorCritic, deterministic: bool = False) -> None:
         self._policy = policy
+        encoder = policy.observation_encoder
+        self._encode = None if encoder.is_identity else encoder
         self._actor_encoder = [unwrap_layer(m) for m in policy.actor_encoder]
         self._critic_encoder = (
             None if policy.shared_encoder else [unwrap_layer(m) for m in policy.critic_encoder]
@@ -122,6 +124,8 @@ class RecurrentActingPass:
         initial state first), ``mask`` [N, A] -> action, its log-probability and the value,
         each [N], and the state after this step."""
         state = self._policy.reset_state(state, episode_start)
+        if self._encode is not None:
+            obs = self._encode(obs)
         actor_x = apply_layers(self._actor_encoder, obs)
         actor, hs, cs = _step_core(self._actor_cells, actor_x, state, 0)
         critic = actor

@@ -17,9 +17,9 @@ Blueprints are MLP analogues with Esper's parameter counts.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 import torch
@@ -44,6 +44,18 @@ STEPS_PER_EPOCH: Final = 8
 LEARNING_RATE: Final = 2e-3
 # A seed's gradient health falls from 1 to 0 as its gradient norm grows from 1 to 100.
 HEALTHY_GRAD_NORM: Final = 1.0
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def own_autograd(method: _F) -> _F:
+    """Run ``method`` with autograd on, whatever the caller's context.
+
+    The host trains inside ``env.step``, which the rollout calls under
+    ``torch.inference_mode``: without this, weights built there are inference tensors
+    and ``loss.backward()`` finds nothing that requires grad.
+    """
+    return cast(_F, torch.inference_mode(False)(torch.enable_grad()(method)))
 
 
 def _make_dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,12 +141,14 @@ class MlpHost:
         self._head = _linear(WIDTH, NUM_CLASSES, self._gen)
         self._optimizer = torch.optim.Adam(self._parameters(), lr=LEARNING_RATE, foreach=True)
 
+    @own_autograd
     def reset(self, rng: np.random.Generator, max_epochs: int) -> None:
         """Fresh host weights and no seeds; the dataset stays the same."""
         self._build(rng)
         self._seeds = [None] * self._num_slots
         self._seed_optimizers = [None] * self._num_slots
 
+    @own_autograd
     def germinate(self, slot: int, blueprint: int) -> None:
         """A freshly initialised seed module with its own Adam optimiser."""
         module = make_seed_module(blueprint, self._gen)
@@ -171,6 +185,7 @@ class MlpHost:
                     h = torch.lerp(h, module(h), seed.alpha)  # co-adaptation, no detach
         return self._head(h)
 
+    @own_autograd
     def train_epoch(self, seeds: Sequence[Seed | None]) -> list[float | None]:
         """Adam steps on host and trained seeds; returns each trained seed's health."""
         assert self._optimizer is not None

@@ -1,0 +1,76 @@
+"""The batched real host (``env.vectorization=batched``) against the per-env ``host="mlp"``."""
+
+import numpy as np
+import pytest
+
+from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv, SeedStage
+from esper.simic.envs.seed_lifecycle.constants import ALPHA_TARGET_FULL
+from esper.simic.envs.seed_lifecycle.vector import SeedLifecycleVectorEnv
+
+MAX_EPOCHS = 26
+# Past one episode's end, so the same-step autoreset is covered too.
+STEPS = MAX_EPOCHS + 3
+
+
+def scripted_action(env: int, t: int) -> list[int]:
+    """Env ``env``'s fixed action at step ``t``: germinate, advance to HOLDING and fossilize
+    one seed; germinate, blend and retarget a second; germinate a third; prune the second.
+    Slots and blueprints vary by env, so some (slot, blueprint) groups hold several envs.
+    Actions the mask forbids at that moment run as WAIT in both hosts alike."""
+    first, blueprint = (env // 2) % 3, env % 5
+    second, third = (first + 1) % 3, (first + 2) % 3
+    script = (
+        [(Op.GERMINATE, first, blueprint, 0, ALPHA_TARGET_FULL)]
+        + [(Op.ADVANCE, first, 0, 0, 0)] * 8
+        + [(Op.FOSSILIZE, first, 0, 0, 0)] * 2
+        + [(Op.GERMINATE, second, (blueprint + 2) % 5, 1, 1)]
+        + [(Op.ADVANCE, second, 0, 0, 0)] * 6
+        + [(Op.SET_ALPHA_TARGET, second, 0, 0, ALPHA_TARGET_FULL)]
+        + [(Op.GERMINATE, third, (blueprint + 1) % 5, 2, 0)]
+        + [(Op.ADVANCE, third, 0, 0, 0)] * 2
+        + [(Op.PRUNE, second, 0, 0, 0)] * 2
+        + [(Op.WAIT, 0, 0, 0, 0)]
+    )
+    op, slot, bp, tempo, target = script[t % len(script)]
+    return [int(op), slot, bp, tempo, target]
+
+
+def readings(env: SeedLifecycleEnv) -> list[float]:
+    """Every measurement the host feeds the env: accuracies, loss, counterfactuals, health."""
+    values = [env.val_accuracy, env.val_loss, env.all_off_accuracy, env.committed_accuracy]
+    for seed in env.seeds:
+        if seed is not None:
+            for value in (seed.contribution, seed.gradient_health, seed.alpha):
+                values.append(np.nan if value is None else value)
+    return values
+
+
+@pytest.mark.parametrize("num_envs", [1, 3, 8])
+def test_batched_host_gives_every_env_the_per_env_hosts_numbers(one_thread, num_envs):
+    kwargs = {"host": "mlp", "max_epochs": MAX_EPOCHS}
+    batched = SeedLifecycleVectorEnv(num_envs, **kwargs)
+    single = [SeedLifecycleEnv(**kwargs) for _ in range(num_envs)]
+    obs, _ = batched.reset(seed=7)
+    np.testing.assert_allclose(obs, [e.reset(seed=7 + i)[0] for i, e in enumerate(single)])
+    stages_seen: set[SeedStage] = set()
+    for t in range(STEPS):
+        actions = np.array([scripted_action(i, t) for i in range(num_envs)])
+        obs, rewards, terminated, _, info = batched.step(actions)
+        for i, env in enumerate(single):
+            env_obs, reward, done, _, env_info = env.step(actions[i])
+            assert terminated[i] == done
+            if done:
+                np.testing.assert_allclose(info["final_obs"][i], env_obs, atol=1e-5)
+                env_obs, env_info = env.reset()
+            else:
+                components = info["reward_components"]
+                for name, value in env_info["reward_components"].items():
+                    assert components[name][i] == pytest.approx(value, abs=1e-4), (t, i, name)
+            np.testing.assert_allclose(obs[i], env_obs, atol=1e-5, err_msg=f"t={t} env={i}")
+            assert rewards[i] == pytest.approx(reward, abs=1e-4)
+            np.testing.assert_array_equal(info["action_mask"][i], env_info["action_mask"])
+            np.testing.assert_allclose(
+                readings(batched.envs[i]), readings(env), atol=1e-4, err_msg=f"t={t} env={i}"
+            )
+            stages_seen.update(s.stage for s in env.seeds if s is not None)
+    assert {SeedStage.BLENDING, SeedStage.FOSSILIZED, SeedStage.EMBARGOED} <= stages_seen

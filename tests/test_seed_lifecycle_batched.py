@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 
+from esper.simic.config import ConfigError
 from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv, SeedStage
 from esper.simic.envs.seed_lifecycle.constants import ALPHA_TARGET_FULL
 from esper.simic.envs.seed_lifecycle.vector import SeedLifecycleVectorEnv
+from esper.simic.testing import compose_settings
 
 MAX_EPOCHS = 26
 # Past one episode's end, so the same-step autoreset is covered too.
@@ -74,3 +77,44 @@ def test_batched_host_gives_every_env_the_per_env_hosts_numbers(one_thread, num_
             )
             stages_seen.update(s.stage for s in env.seeds if s is not None)
     assert {SeedStage.BLENDING, SeedStage.FOSSILIZED, SeedStage.EMBARGOED} <= stages_seen
+
+
+BATCHED = ["env=seed_lifecycle", "env.vectorization=batched"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["env=cartpole", "env.vectorization=batched"],
+            "env.vectorization=batched: env.id=CartPole-v1 has no batched implementation: "
+            "set env.vectorization=sync or async",
+        ),
+        (
+            BATCHED,
+            "env.vectorization=batched batches env.kwargs.host in ['mlp'], got 'surrogate': "
+            "set ++env.kwargs.host=mlp or env.vectorization=sync",
+        ),
+        (
+            [*BATCHED, "++env.kwargs.host=mlp", "env.max_episode_steps=10"],
+            "env.vectorization=batched takes no env.max_episode_steps (got 10): "
+            "set env.kwargs.max_epochs instead",
+        ),
+    ],
+)
+def test_batching_what_cannot_batch_is_one_line_at_the_door(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        compose_settings(overrides)
+    assert str(error.value) == message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_device_the_batched_host_cannot_use_is_one_line_at_the_door():
+    with pytest.raises(ConfigError) as error:
+        compose_settings([*BATCHED, "++env.kwargs.host=mlp", "trainer.device=cuda:0"])
+    assert str(error.value) == (
+        "env.vectorization=batched puts the hosts on trainer.device=cuda:0, but this machine "
+        "has 0 CUDA device(s): set trainer.device=cpu or auto"
+    )
+    settings, _ = compose_settings([*BATCHED, "++env.kwargs.host=mlp", "trainer.device=cpu"])
+    assert settings.env.vectorization.value == "batched"

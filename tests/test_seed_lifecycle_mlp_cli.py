@@ -24,7 +24,7 @@ TINY_MLP = [
 ]
 
 
-@pytest.mark.parametrize("vectorization", ["sync", "async"])
+@pytest.mark.parametrize("vectorization", ["sync", "async", "batched"])
 def test_mlp_host_trains_through_the_cli(tmp_path, vectorization):
     result = subprocess.run(
         [

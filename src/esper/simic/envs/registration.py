@@ -22,6 +22,11 @@ _ESPER_ENVS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
+# Ids with a batched vector env of their own (``env.vectorization=batched``).
+BATCHED_ENVS = frozenset(
+    env_id for env_id, (_, kwargs) in _ESPER_ENVS.items() if "vector_entry_point" in kwargs
+)
+
 
 def register_esper_envs() -> None:
     """Register every ``esper/`` environment once; calling again is a no-op."""

@@ -7,7 +7,7 @@ validation, is one :class:`BatchedMlpHost` computation for all N. Observations,
 rewards and masks are returned as NumPy arrays.
 """
 
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,13 +16,10 @@ from gymnasium.vector.utils import batch_space
 from numpy.typing import NDArray
 
 from esper.simic.envs.seed_lifecycle.batched_host import BatchedMlpHost
-from esper.simic.envs.seed_lifecycle.constants import DEFAULT_NUM_SLOTS
+from esper.simic.envs.seed_lifecycle.constants import BATCHED_HOSTS, DEFAULT_NUM_SLOTS
 from esper.simic.envs.seed_lifecycle.env import SeedLifecycleEnv
 from esper.simic.envs.seed_lifecycle.host import Evaluation
 from esper.simic.envs.seed_lifecycle.lifecycle import Seed
-
-# Hosts with a batched implementation.
-BATCHED_HOSTS: Final = ("mlp",)
 
 
 class _HostRow:

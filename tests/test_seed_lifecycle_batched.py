@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from esper.simic.bench.seed_lifecycle_batched import reference_results
 from esper.simic.config import ConfigError
-from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv, SeedStage
+from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv, SeedStage, evaluate_policy
 from esper.simic.envs.seed_lifecycle.constants import ALPHA_TARGET_FULL
 from esper.simic.envs.seed_lifecycle.vector import SeedLifecycleVectorEnv
 from esper.simic.testing import compose_settings
@@ -118,3 +119,13 @@ def test_a_device_the_batched_host_cannot_use_is_one_line_at_the_door():
     )
     settings, _ = compose_settings([*BATCHED, "++env.kwargs.host=mlp", "trainer.device=cpu"])
     assert settings.env.vectorization.value == "batched"
+
+
+def test_reference_policies_score_the_same_on_the_batched_host(one_thread):
+    kwargs = {"max_epochs": 14, "reward": "sparse"}
+    batched = reference_results("heuristic", [3, 4], **kwargs)
+    single = evaluate_policy("heuristic", [3, 4], host="mlp", **kwargs)
+    for b, s in zip(batched, single, strict=True):
+        assert b.episode_return == pytest.approx(s.episode_return, abs=1e-6)
+        assert b.final_accuracy == pytest.approx(s.final_accuracy, abs=1e-4)
+        assert (b.illegal_actions, b.fossilized_seeds) == (s.illegal_actions, s.fossilized_seeds)

@@ -15,7 +15,12 @@ import numpy as np
 
 from esper.simic.envs.factory import make_vector_env
 from esper.simic.envs.seed_lifecycle import SeedLifecycleEnv
-from esper.simic.envs.seed_lifecycle.policies import POLICIES, EpisodeResult, RandomPolicy
+from esper.simic.envs.seed_lifecycle.policies import (
+    POLICIES,
+    POLICY_NAMES,
+    EpisodeResult,
+    RandomPolicy,
+)
 from esper.simic.envs.seed_lifecycle.vector import SeedLifecycleVectorEnv
 from esper.simic.settings import EnvConfig, Vectorization
 
@@ -111,3 +116,21 @@ def reference_results(
                 for i in range(len(seeds))
             ]
         illegal += info["illegal_action"]
+
+
+def reference_markdown(num_seeds: int, reward: str, device: str = "cpu") -> str:
+    """Markdown: each reference policy on the real host, seeds 0..num_seeds-1 (no oracle:
+    it reads the surrogate's hidden gains, which a real network does not have)."""
+    lines = [
+        f"| policy ({reward}) | return | final acc % | fossilized per episode |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in POLICY_NAMES:
+        if name == "oracle":
+            continue
+        results = reference_results(name, list(range(num_seeds)), device, reward=reward)
+        mean = np.mean(
+            [[r.episode_return, r.final_accuracy, r.fossilized_seeds] for r in results], axis=0
+        )
+        lines.append(f"| {name} | {mean[0]:.4f} | {mean[1]:.1f} | {mean[2]:.2f} |")
+    return "\n".join(lines)

@@ -371,7 +371,7 @@ class BatchedMlpHost:
         networks: list[_Network],
     ) -> tuple[list[float], list[float]]:
         """Accuracy (%) and loss of each (env position, seeds off) network on the val set."""
-        accuracy, loss = [], []
+        correct, loss = [], []
         for chunk in _chunks(networks, EVAL_CHUNK):
             chunk_envs = [envs[i] for i, _ in chunk]
             running = [
@@ -389,7 +389,7 @@ class BatchedMlpHost:
             host = self._host.view(torch.tensor(chunk_envs, device=self.device))
             params = [self._banks[(g.slot, g.blueprint)].view(g.envs) for g in groups]
             logits = self._forward(host, self._x_val, groups, params)
-            correct = (logits.argmax(dim=2) == self._y_val).float().mean(dim=1)
+            correct.append((logits.argmax(dim=2) == self._y_val).float().mean(dim=1))
             # Classes on dim 1, samples contiguous: log-softmax vectorises across samples
             # (a 10-wide last dim cost ~3x more here).
             losses = F.cross_entropy(
@@ -397,9 +397,10 @@ class BatchedMlpHost:
                 self._y_val.expand(len(chunk), -1),
                 reduction="none",
             )
-            accuracy.extend(float(c) * 100.0 for c in correct.cpu())
-            loss.extend(losses.mean(dim=1).cpu().tolist())
-        return accuracy, loss
+            loss.append(losses.mean(dim=1))
+        # One device-to-host copy per epoch; float32 fractions to float, then %, as MlpHost.
+        fractions = torch.cat(correct).cpu().tolist()
+        return [f * 100.0 for f in fractions], torch.cat(loss).cpu().tolist()
 
 
 def _row_sq_norm(grad: torch.Tensor | None) -> torch.Tensor:

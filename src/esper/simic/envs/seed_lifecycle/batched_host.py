@@ -4,10 +4,14 @@
 a leading env dimension: the host's weights as one tensor per layer, and each (slot,
 blueprint) pair's seed weights as one bank with a row per env (rows of envs without
 that seed are unused). A training step runs every env's host layer as one batched
-matmul (``torch.vmap`` of ``F.linear``) and each active (slot, blueprint) group as one
-vmapped ``functional_call`` of the blueprint's module over the envs that hold it.
-Adam runs over the stacked tensors with a step count per row, so each env's update is
-the one its own ``torch.optim.Adam`` would make.
+matmul and each active (slot, blueprint, mode) group as the blueprint's module batched
+over the envs that hold it. Adam runs over the stacked tensors with a step count per
+row, so each env's update is the one its own ``torch.optim.Adam`` would make.
+
+The batched ops are written out (``baddbmm``) rather than ``torch.func.vmap`` of the
+modules: vmap's batched linear and LayerNorm round differently from the per-env
+kernels in the last bit, and Adam magnifies that into visible drift within a few
+epochs (docs/seed_lifecycle.md, sec. 12).
 
 The numbers match the per-env host's: every env keeps its own ``torch.Generator``,
 drawn from in the per-env host's order (host init, seed init, batch indices).
@@ -72,7 +76,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 def _seed_forward(kind: str, p: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
     """The blueprint modules of :func:`make_seed_module`, one per row of a stack."""
     if kind == "norm":
-        # One call per env: a batched weight makes vmap split LayerNorm into ops whose
+        # One call per env: a per-row weight needs the affine as separate ops, whose
         # backward rounds differently from the fused kernel the per-env host runs.
         return torch.stack(
             [

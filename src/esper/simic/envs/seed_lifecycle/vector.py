@@ -7,6 +7,7 @@ validation, is one :class:`BatchedMlpHost` computation for all N. Observations,
 rewards and masks are returned as NumPy arrays.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,11 @@ class _HostRow:
     def seed_params(self, slot: int) -> int:
         return self._batched.seed_params(self._env, slot)
 
-    def train_epoch(self, seeds: list[Seed | None]) -> list[float | None]:
+    def train_epoch(self, seeds: Sequence[Seed | None]) -> list[float | None]:
         """This env alone, as a batch of one."""
         return self._batched.train_epoch([self._env], [seeds])[0]
 
-    def evaluate(self, seeds: list[Seed | None]) -> Evaluation:
+    def evaluate(self, seeds: Sequence[Seed | None]) -> Evaluation:
         """This env alone, as a batch of one."""
         return self._batched.evaluate([self._env], [seeds])[0]
 

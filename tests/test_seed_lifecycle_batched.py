@@ -129,3 +129,26 @@ def test_reference_policies_score_the_same_on_the_batched_host(one_thread):
         assert b.episode_return == pytest.approx(s.episode_return, abs=1e-6)
         assert b.final_accuracy == pytest.approx(s.final_accuracy, abs=1e-4)
         assert (b.illegal_actions, b.fossilized_seeds) == (s.illegal_actions, s.fossilized_seeds)
+
+
+def test_one_env_of_a_batch_steps_alone_with_the_per_env_numbers(one_thread):
+    """A batch of one row (its Adam rows gathered and written back) leaves the others be."""
+    kwargs = {"host": "mlp", "max_epochs": 16}
+    batched = SeedLifecycleVectorEnv(3, **kwargs)
+    batched.reset(seed=5)
+    alone, single = batched.envs[1], SeedLifecycleEnv(**kwargs)
+    single.reset(seed=6)
+    for t in range(14):
+        obs, reward, _, _, _ = alone.step(scripted_action(1, t))
+        single_obs, single_reward, _, _, _ = single.step(scripted_action(1, t))
+        np.testing.assert_allclose(obs, single_obs, atol=1e-5)
+        assert reward == pytest.approx(single_reward, abs=1e-4)
+        np.testing.assert_allclose(readings(alone), readings(single), atol=1e-4)
+    assert any(s is not None and s.stage == SeedStage.FOSSILIZED for s in alone.seeds)
+    # Env 0's host sat out those epochs: one more batched epoch is its second, as alone.
+    first = SeedLifecycleEnv(**kwargs)
+    first.reset(seed=5)
+    wait = [int(Op.WAIT), 0, 0, 0, 0]
+    obs, _, _, _, _ = batched.step(np.array([wait, wait, wait]))
+    np.testing.assert_allclose(obs[0], first.step(wait)[0], atol=1e-5)
+    np.testing.assert_allclose(readings(batched.envs[0]), readings(first), atol=1e-4)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (torch convention)
 
+from esper.simic.envs.seed_lifecycle.banks import WeightBank
 from esper.simic.envs.seed_lifecycle.constants import (
     BLUEPRINTS,
     TRAINED_STAGES,
@@ -39,7 +40,6 @@ from esper.simic.envs.seed_lifecycle.lifecycle import Seed
 from esper.simic.envs.seed_lifecycle.mlp_host import (
     BATCH_SIZE,
     DEPTH,
-    LEARNING_RATE,
     STEPS_PER_EPOCH,
     TRAIN_SIZE,
     build_host,
@@ -49,10 +49,6 @@ from esper.simic.envs.seed_lifecycle.mlp_host import (
     own_autograd,
 )
 
-# torch.optim.Adam's defaults, which the per-env host uses.
-BETA1: Final = 0.9
-BETA2: Final = 0.999
-ADAM_EPS: Final = 1e-8
 # Validation networks evaluated per chunk: bounds activation memory (a conv_heavy seed's
 # hidden layer is 2048 x 768 floats per network).
 EVAL_CHUNK: Final = 16
@@ -111,63 +107,6 @@ class _Blend(torch.autograd.Function):
         return grad * one_minus, grad * alpha, None
 
 
-class _Bank:
-    """One module kind's weights for every env, stacked, with Adam's state per row."""
-
-    def __init__(self, template: nn.Module, num_rows: int, device: torch.device) -> None:
-        shapes = {name: p.shape for name, p in template.named_parameters()}
-        self.params = {n: torch.zeros(num_rows, *s, device=device) for n, s in shapes.items()}
-        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.steps = torch.zeros(num_rows, dtype=torch.float64, device=device)
-
-    @torch.no_grad()
-    def write(self, row: int, module: nn.Module) -> None:
-        """Put a freshly initialised module in ``row`` with a fresh optimiser state."""
-        for name, p in module.named_parameters():
-            self.params[name][row] = p.detach()
-            self.exp_avg[name][row] = 0.0
-            self.exp_avg_sq[name][row] = 0.0
-        self.steps[row] = 0.0
-
-    def take(self, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Leaves for a training step: all rows (in place) or a gathered copy of ``rows``."""
-        return {
-            n: (p if rows is None else p[rows]).detach().requires_grad_()
-            for n, p in self.params.items()
-        }
-
-    def view(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weights of ``rows``, for validation."""
-        return {n: p[rows] for n, p in self.params.items()}
-
-    @torch.no_grad()
-    def adam_step(self, rows: torch.Tensor | None, leaves: dict[str, torch.Tensor]) -> None:
-        """torch.optim.Adam's update (foreach, non-capturable) on each row's own step count."""
-        steps = (self.steps if rows is None else self.steps[rows]) + 1.0
-        if rows is None:
-            self.steps.copy_(steps)
-        else:
-            self.steps[rows] = steps
-        step_size = (-LEARNING_RATE / (1.0 - BETA1**steps)).float()
-        bias_correction2_sqrt = (1.0 - BETA2**steps).sqrt().float()
-        for name, leaf in leaves.items():
-            grad = leaf.grad
-            assert grad is not None
-            shape = (-1,) + (1,) * (grad.dim() - 1)
-            exp_avg = self.exp_avg[name] if rows is None else self.exp_avg[name][rows]
-            exp_avg_sq = self.exp_avg_sq[name] if rows is None else self.exp_avg_sq[name][rows]
-            exp_avg.lerp_(grad, 1.0 - BETA1)
-            exp_avg_sq.mul_(BETA2).addcmul_(grad, grad, value=1.0 - BETA2)
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.view(shape)).add_(ADAM_EPS)
-            param = leaf.detach()
-            param.addcdiv_(exp_avg * step_size.view(shape), denom)
-            if rows is not None:
-                self.params[name][rows] = param
-                self.exp_avg[name][rows] = exp_avg
-                self.exp_avg_sq[name][rows] = exp_avg_sq
-
-
 @dataclass
 class _Group:
     """Networks that run one (slot, blueprint) seed in one mode, and where they sit."""
@@ -222,14 +161,14 @@ class BatchedMlpHost:
         self._gens = [torch.Generator() for _ in range(num_envs)]
         layers, head = build_host(torch.Generator().manual_seed(0))
         self._host_template = nn.ModuleDict({"layers": layers, "head": head})
-        self._host = _Bank(self._host_template, num_envs, device)
+        self._host = WeightBank(self._host_template, num_envs, device)
         self.host_params = sum(p.numel() for p in self._host_template.parameters())
         self._seed_templates = [
             make_seed_module(b, torch.Generator()) for b in range(len(BLUEPRINTS))
         ]
         self._seed_sizes = [sum(p.numel() for p in t.parameters()) for t in self._seed_templates]
         # Banks are made on first use: (slot, blueprint) -> stacked weights of all envs.
-        self._banks: dict[tuple[int, int], _Bank] = {}
+        self._banks: dict[tuple[int, int], WeightBank] = {}
         # The blueprint of each env's module in each slot, None where there is none.
         self._blueprint: list[list[int | None]] = [[None] * num_slots for _ in range(num_envs)]
 
@@ -248,7 +187,9 @@ class BatchedMlpHost:
         module = make_seed_module(blueprint, self._gens[env])
         key = (slot, blueprint)
         if key not in self._banks:
-            self._banks[key] = _Bank(self._seed_templates[blueprint], self.num_envs, self.device)
+            self._banks[key] = WeightBank(
+                self._seed_templates[blueprint], self.num_envs, self.device
+            )
         self._banks[key].write(env, module)
         self._blueprint[env][slot] = blueprint
 

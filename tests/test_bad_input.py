@@ -75,6 +75,14 @@ BAD_INPUTS = {
         ["env.wrappers=[{stack_size:4}]"],
         "env.wrappers[0] has no _target_: give each wrapper as {_target_: module.Class, ...}",
     ),
+    "per-env-wrappers-on-a-batched-env": (
+        [
+            "+experiment=seed_lifecycle_mlp_ppo",
+            "env.wrappers=[{_target_:gymnasium.wrappers.TimeLimit,max_episode_steps:5}]",
+        ],
+        "env.vectorization=batched steps every env in one computation, so per-env "
+        "env.wrappers cannot apply",
+    ),
     "window-minibatch-of-two-shapes": (
         ["+experiment=stateless_cartpole_rppo", "agent.rnn.impl=esper", "agent.minibatch_size=96"],
         "agent.rnn.impl=esper cuts the rollout into 16 windows of agent.seq_len=16 steps: "

@@ -40,7 +40,7 @@ BAD_INPUTS = [
     ),
     (
         "env.vectorization=threads",
-        "env.vectorization: Invalid value 'threads', expected one of [sync, async]",
+        "env.vectorization: Invalid value 'threads', expected one of [sync, async, batched]",
     ),
     ("agent.minibatch_size=100", "agent.minibatch_size=100 must divide the rollout batch"),
     ("trainer.device=tpu", "trainer.device='tpu': expected cpu, cuda, cuda:N or auto"),

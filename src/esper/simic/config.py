@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from esper.simic.assembly import UnsupportedSpaceError, action_spec, observation_layout
-from esper.simic.envs.registration import register_esper_envs
+from esper.simic.envs.registration import BATCHED_ENVS, register_esper_envs
+from esper.simic.envs.seed_lifecycle.constants import BATCHED_HOSTS
 from esper.simic.settings import (
     AgentConfig,
     EnvConfig,
@@ -33,6 +34,7 @@ from esper.simic.settings import (
     RNNImpl,
     RNNType,
     SimicConfig,
+    Vectorization,
 )
 
 MOVED_KEYS = {"collector.on_nonfinite": "agent.on_nonfinite"}
@@ -291,6 +293,45 @@ def check_env_spaces(settings: SimicConfig) -> None:
         )
 
 
+def check_batched(env: EnvConfig, device: str) -> None:
+    """``env.vectorization=batched``: an env and host with a batched form, on a usable device.
+
+    The batched env computes on ``trainer.device`` (the per-env ones stay on the CPU).
+    """
+    if env.vectorization is not Vectorization["batched"]:
+        return
+    batched = "env.vectorization=batched"
+    if env.id not in BATCHED_ENVS:
+        raise ConfigError(
+            f"{batched}: env.id={env.id} has no batched implementation: set "
+            "env.vectorization=sync or async"
+        )
+    host = env.kwargs.get("host", "surrogate")
+    if host not in BATCHED_HOSTS:
+        raise ConfigError(
+            f"{batched} batches env.kwargs.host in {list(BATCHED_HOSTS)}, got {host!r}: set "
+            "++env.kwargs.host=mlp or env.vectorization=sync"
+        )
+    if env.wrappers:
+        raise ConfigError(
+            f"{batched} steps every env in one computation, so per-env env.wrappers cannot "
+            "apply: drop env.wrappers or set env.vectorization=sync or async"
+        )
+    if env.max_episode_steps is not None:
+        raise ConfigError(
+            f"{batched} takes no env.max_episode_steps (got {env.max_episode_steps}): set "
+            "env.kwargs.max_epochs instead"
+        )
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            available = torch.cuda.device_count()
+            raise ConfigError(
+                f"{batched} puts the hosts on trainer.device={device}, but this machine has "
+                f"{available} CUDA device(s): set trainer.device=cpu or auto"
+            )
+
+
 def load_settings(cfg: DictConfig) -> SimicConfig:
     """Convert and check a composed config; ``ConfigError`` names the first problem."""
     try:
@@ -306,6 +347,7 @@ def load_settings(cfg: DictConfig) -> SimicConfig:
     check_bounds(settings)
     check_cross_field(settings)
     check_env_id(settings.env)
+    check_batched(settings.env, settings.trainer.device)
     check_env_wrappers(settings.env)
     check_env_spaces(settings)
     return settings

@@ -27,8 +27,9 @@ def bounded(
 
 
 # The functional API because ``async`` is a keyword; OmegaConf matches members by name.
-Vectorization = Enum("Vectorization", {"sync": "sync", "async": "async"})
-"""How gymnasium runs the ``num_envs`` copies: in this process, or one subprocess each."""
+Vectorization = Enum("Vectorization", {"sync": "sync", "async": "async", "batched": "batched"})
+"""How the ``num_envs`` copies run: in this process, one subprocess each, or (``batched``,
+envs that register a ``vector_entry_point``) as one computation in this process."""
 
 
 class Activation(Enum):
@@ -97,7 +98,9 @@ class EnvConfig:
     num_envs: int = bounded(8, gt=0)
     """Copies stepped in lockstep by the vector env."""
     vectorization: Vectorization = Vectorization["sync"]
-    """``sync`` (one process) suits cheap envs; ``async`` runs each copy in a subprocess."""
+    """``sync`` (one process) suits cheap envs; ``async`` runs each copy in a subprocess;
+    ``batched`` steps all copies as one computation on ``trainer.device``
+    (``esper/SeedLifecycle-v0`` with ``kwargs.host=mlp``)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``."""
     max_episode_steps: int | None = bounded(None, gt=0)

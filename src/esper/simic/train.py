@@ -160,11 +160,13 @@ class Trainer:
         self.tracker: Tracker | None = None
         self.score = reference_score(env_cfg)
 
-        self.envs = make_vector_env(env_cfg, gamma=agent.gamma)
+        device = str(self.device)  # where a batched env computes
+        self.envs = make_vector_env(env_cfg, gamma=agent.gamma, device=device)
         self.eval_envs = make_vector_env(
             dataclasses.replace(env_cfg, normalize_reward=False),
             gamma=agent.gamma,
             num_envs=trainer.eval_episodes,
+            device=device,
         )
         try:
             self._build_agent()

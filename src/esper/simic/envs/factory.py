@@ -21,13 +21,14 @@ from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import VectorizeMode
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import FlattenObservation
 from gymnasium.wrappers import vector as vector_wrappers
 from hydra.utils import instantiate
 
 from esper.simic.envs.registration import register_esper_envs
-from esper.simic.settings import ActionBounds, EnvConfig
+from esper.simic.settings import ActionBounds, EnvConfig, Vectorization
 
 W = TypeVar("W")
 
@@ -79,24 +80,37 @@ def _make_kwargs(config: EnvConfig) -> dict[str, Any]:
     return kwargs
 
 
-def make_vector_env(config: EnvConfig, *, gamma: float, num_envs: int | None = None) -> VectorEnv:
+def make_vector_env(
+    config: EnvConfig, *, gamma: float, num_envs: int | None = None, device: str = "cpu"
+) -> VectorEnv:
     """Build the vector env a run trains (or evaluates) on.
 
     Same-step autoreset: when an episode ends, the step returns the next episode's
     first observation and puts the last one in ``info["final_obs"]``, which the
     rollout needs to bootstrap truncated episodes (PPO's time-limit handling,
     Pardo et al. 2018, arXiv:1712.00378). ``gamma`` is the agent's discount, which
-    reward normalisation uses for its running return.
+    reward normalisation uses for its running return. ``device`` is where a ``batched``
+    env computes (the env's registered ``vector_entry_point``, same-step autoreset too).
     """
     import_env_modules(config)
-    envs = gym.make_vec(
-        config.id,
-        num_envs=num_envs if num_envs is not None else config.num_envs,
-        vectorization_mode=config.vectorization.value,
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        wrappers=[*wrapper_functions(config), flatten_structured],
-        **_make_kwargs(config),
-    )
+    count = num_envs if num_envs is not None else config.num_envs
+    if config.vectorization is Vectorization["batched"]:
+        envs = gym.make_vec(
+            config.id,
+            num_envs=count,
+            vectorization_mode=VectorizeMode.VECTOR_ENTRY_POINT,
+            device=device,
+            **_make_kwargs(config),
+        )
+    else:
+        envs = gym.make_vec(
+            config.id,
+            num_envs=count,
+            vectorization_mode=config.vectorization.value,
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            wrappers=[*wrapper_functions(config), flatten_structured],
+            **_make_kwargs(config),
+        )
     envs = vector_wrappers.RecordEpisodeStatistics(envs)
     space = envs.single_action_space
     if isinstance(space, gym.spaces.Box):

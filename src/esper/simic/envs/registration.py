@@ -15,8 +15,17 @@ _ESPER_ENVS: dict[str, tuple[str, dict[str, Any]]] = {
         {"max_episode_steps": 500, "reward_threshold": 475.0},
     ),
     "esper/CueRecall-v0": ("esper.simic.envs.memory:CueRecallEnv", {}),
-    "esper/SeedLifecycle-v0": ("esper.simic.envs.seed_lifecycle:SeedLifecycleEnv", {}),
+    "esper/SeedLifecycle-v0": (
+        "esper.simic.envs.seed_lifecycle:SeedLifecycleEnv",
+        # env.vectorization=batched: the real hosts of all envs trained as one batch.
+        {"vector_entry_point": "esper.simic.envs.seed_lifecycle.vector:SeedLifecycleVectorEnv"},
+    ),
 }
+
+# Ids with a batched vector env of their own (``env.vectorization=batched``).
+BATCHED_ENVS = frozenset(
+    env_id for env_id, (_, kwargs) in _ESPER_ENVS.items() if "vector_entry_point" in kwargs
+)
 
 
 def register_esper_envs() -> None:

@@ -128,6 +128,8 @@ MIN_FOSSILIZE_CONTRIBUTION: Final = 1.0
 
 DEFAULT_MAX_EPOCHS: Final = 40
 DEFAULT_NUM_SLOTS: Final = 3
+# Hosts that ``env.vectorization=batched`` (:mod:`.vector`) runs as one batched computation.
+BATCHED_HOSTS: Final = ("mlp",)
 # Parameters of the host: Esper's cifar_baseline CNN is ~6K (``runtime/tasks.py``).
 SURROGATE_HOST_PARAMS: Final = 6000
 

@@ -4,6 +4,7 @@ See the package docstring for the public contract (spaces, info keys, mask layou
 """
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Final
 
 import gymnasium as gym
@@ -27,7 +28,7 @@ from esper.simic.envs.seed_lifecycle.constants import (
     Op,
     SeedStage,
 )
-from esper.simic.envs.seed_lifecycle.host import Host, SurrogateHost
+from esper.simic.envs.seed_lifecycle.host import Evaluation, Host, SurrogateHost
 from esper.simic.envs.seed_lifecycle.lifecycle import (
     Seed,
     Transition,
@@ -96,19 +97,22 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         num_slots: int = DEFAULT_NUM_SLOTS,
         max_epochs: int = DEFAULT_MAX_EPOCHS,
         reward: str = "shaped",
-        host: str = "surrogate",
+        host: str | Host = "surrogate",
     ) -> None:
         _check_choice("difficulty", difficulty, tuple(DIFFICULTIES))
         _check_positive_int("num_slots", num_slots)
         _check_positive_int("max_epochs", max_epochs)
         _check_choice("reward", reward, REWARD_MODES)
-        _check_choice("host", host, HOSTS)
+        if isinstance(host, str):
+            _check_choice("host", host, HOSTS)
         self.difficulty = difficulty
         self.num_slots = num_slots
         self.max_epochs = max_epochs
         self.reward_mode = reward
         self.host: Host
-        if host == "mlp":
+        if not isinstance(host, str):
+            self.host = host  # one row of a batched host (:mod:`.vector`)
+        elif host == "mlp":
             from esper.simic.envs.seed_lifecycle.mlp_host import MlpHost  # noqa: PLC0415
 
             self.host = MlpHost(num_slots)
@@ -153,17 +157,36 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """Start host training; the first observation is taken after epoch 1."""
-        super().reset(seed=seed, options=options)
-        self.host.reset(self.np_random, self.max_epochs)
-        self._start_episode()
+        self.begin_episode(seed=seed, options=options)
         self._run_epoch()
-        self._mask = compute_action_mask(self._seeds, NUM_BLUEPRINTS)
-        return self._observe(), {"action_mask": np.array(self._mask, dtype=bool)}
+        obs, mask = self.observe()
+        return obs, {"action_mask": mask}
 
     def step(
         self, action: NDArray[np.int64] | list[int] | tuple[int, ...]
     ) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         """Score the action on this epoch's measurements, run it, tick clocks, train on."""
+        reward, terminated, info = self.act(action)
+        if not terminated:
+            self._run_epoch()
+        obs, info["action_mask"] = self.observe()
+        return obs, reward, terminated, False, info
+
+    # The phases of reset and step, public so that the batched vector env
+    # (:mod:`.vector`) can run every env's host epoch as one computation between them.
+
+    def begin_episode(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        """Fresh host and empty slots, before the first epoch."""
+        super().reset(seed=seed, options=options)
+        self.host.reset(self.np_random, self.max_epochs)
+        self._start_episode()
+
+    def act(
+        self, action: NDArray[np.int64] | list[int] | tuple[int, ...]
+    ) -> tuple[float, bool, dict[str, Any]]:
+        """Score and run ``action`` and tick the clocks: (reward, terminated, info)."""
         values = action.tolist() if isinstance(action, np.ndarray) else action
         if len(values) != len(HEAD_NAMES):
             raise ValueError(f"action needs {len(HEAD_NAMES)} heads, got {values}")
@@ -194,11 +217,12 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         terminated = self.epoch >= self.max_epochs
         if terminated:
             info.update(self._episode_summary())
-        else:
-            self._run_epoch()
+        return reward, terminated, info
+
+    def observe(self) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The observation and the action mask of the current state."""
         self._mask = compute_action_mask(self._seeds, NUM_BLUEPRINTS)
-        info["action_mask"] = np.array(self._mask, dtype=bool)
-        return self._observe(), reward, terminated, False, info
+        return self._observe(), np.array(self._mask, dtype=bool)
 
     def _execute(self, op: Op, slot: int, act: Action, log: list[Transition]) -> bool:
         """Run a legal op on ``slot``; returns whether it took effect (gates may refuse)."""
@@ -232,14 +256,17 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
 
     def _run_epoch(self) -> None:
         """Train and validate one host epoch; record it on every live seed."""
-        self.epoch += 1
         health = self.host.train_epoch(self._seeds)
+        self.record_epoch(health, self.host.evaluate(self._seeds))
+
+    def record_epoch(self, health: Sequence[float | None], evaluation: Evaluation) -> None:
+        """Count one host epoch and store its measurements on the env and its seeds."""
+        self.epoch += 1
         for seed, value in zip(self._seeds, health, strict=True):
             if seed is not None and value is not None:
                 seed.previous_gradient_health = seed.gradient_health
                 seed.gradient_health = value
                 seed.exploding = value < EXPLODING_HEALTH
-        evaluation = self.host.evaluate(self._seeds)
         if self.epoch > 1:
             for history, value in (
                 (self._loss_history, loss_feature(self.val_loss)),

@@ -17,9 +17,9 @@ Blueprints are MLP analogues with Esper's parameter counts.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 import torch
@@ -45,8 +45,20 @@ LEARNING_RATE: Final = 2e-3
 # A seed's gradient health falls from 1 to 0 as its gradient norm grows from 1 to 100.
 HEALTHY_GRAD_NORM: Final = 1.0
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-def _make_dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def own_autograd(method: _F) -> _F:
+    """Run ``method`` with autograd on, whatever the caller's context.
+
+    The host trains inside ``env.step``, which the rollout calls under
+    ``torch.inference_mode``: without this, weights built there are inference tensors
+    and ``loss.backward()`` finds nothing that requires grad.
+    """
+    return cast(_F, torch.inference_mode(False)(torch.enable_grad()(method)))
+
+
+def make_dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_val, y_val), always the same: labels of a random teacher."""
     gen = torch.Generator().manual_seed(DATASET_SEED)
     total = TRAIN_SIZE + VAL_SIZE
@@ -103,12 +115,26 @@ def make_seed_module(blueprint: int, gen: torch.Generator) -> nn.Module:
     return _Residual(hidden, gen)  # 4,219 (4.2K), 37,296 (37K), 74,544 (74K)
 
 
+def build_host(gen: torch.Generator) -> tuple[nn.ModuleList, nn.Linear]:
+    """Fresh host layers and head, drawn from ``gen`` in a fixed order."""
+    dims = [INPUT_DIM] + [WIDTH] * DEPTH
+    layers = nn.ModuleList(_linear(a, b, gen) for a, b in pairwise(dims))
+    return layers, _linear(WIDTH, NUM_CLASSES, gen)
+
+
+def gradient_health(grad_sq_sum: float) -> float:
+    """Health in [0, 1] from a seed's squared gradient norms summed over the epoch's steps."""
+    norm = math.sqrt(grad_sq_sum / STEPS_PER_EPOCH)
+    excess = math.log10(max(norm / HEALTHY_GRAD_NORM, 1.0))
+    return min(max(1.0 - excess / 2.0, 0.0), 1.0)
+
+
 class MlpHost:
     """The real host: slot k sits after hidden layer k mod 3."""
 
     def __init__(self, num_slots: int) -> None:
         self._num_slots = num_slots
-        self._x_train, self._y_train, self._x_val, self._y_val = _make_dataset()
+        self._x_train, self._y_train, self._x_val, self._y_val = make_dataset()
         self._gen = torch.Generator()
         self._layers = nn.ModuleList()
         self._head = _linear(WIDTH, NUM_CLASSES, self._gen)
@@ -124,17 +150,17 @@ class MlpHost:
     def _build(self, rng: np.random.Generator) -> None:
         """New weights, and the batch/init stream, drawn from ``rng``."""
         self._gen.manual_seed(int(rng.integers(2**62)))
-        dims = [INPUT_DIM] + [WIDTH] * DEPTH
-        self._layers = nn.ModuleList(_linear(a, b, self._gen) for a, b in pairwise(dims))
-        self._head = _linear(WIDTH, NUM_CLASSES, self._gen)
+        self._layers, self._head = build_host(self._gen)
         self._optimizer = torch.optim.Adam(self._parameters(), lr=LEARNING_RATE, foreach=True)
 
+    @own_autograd
     def reset(self, rng: np.random.Generator, max_epochs: int) -> None:
         """Fresh host weights and no seeds; the dataset stays the same."""
         self._build(rng)
         self._seeds = [None] * self._num_slots
         self._seed_optimizers = [None] * self._num_slots
 
+    @own_autograd
     def germinate(self, slot: int, blueprint: int) -> None:
         """A freshly initialised seed module with its own Adam optimiser."""
         module = make_seed_module(blueprint, self._gen)
@@ -171,6 +197,7 @@ class MlpHost:
                     h = torch.lerp(h, module(h), seed.alpha)  # co-adaptation, no detach
         return self._head(h)
 
+    @own_autograd
     def train_epoch(self, seeds: Sequence[Seed | None]) -> list[float | None]:
         """Adam steps on host and trained seeds; returns each trained seed's health."""
         assert self._optimizer is not None
@@ -199,9 +226,7 @@ class MlpHost:
         health: list[float | None] = [None] * self._num_slots
         for slot in range(self._num_slots):
             if trained[slot]:
-                norm = math.sqrt(grad_sq[slot] / STEPS_PER_EPOCH)
-                excess = math.log10(max(norm / HEALTHY_GRAD_NORM, 1.0))
-                health[slot] = min(max(1.0 - excess / 2.0, 0.0), 1.0)
+                health[slot] = gradient_health(grad_sq[slot])
         return health
 
     @torch.no_grad()

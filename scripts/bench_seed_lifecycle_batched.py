@@ -1,0 +1,42 @@
+"""Env steps/s of the real (mlp) seed-lifecycle host, batched vs per-env, in one run.
+
+python scripts/bench_seed_lifecycle_batched.py                 # CPU, one torch thread
+python scripts/bench_seed_lifecycle_batched.py --device cuda   # the batched rows on a GPU
+python scripts/bench_seed_lifecycle_batched.py --reference 32  # reference policies, 32 seeds
+"""
+
+import argparse
+import platform
+
+import torch
+
+from esper.simic.bench.seed_lifecycle_batched import (
+    reference_markdown,
+    table_markdown,
+    throughput_table,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="vector steps timed (40: an episode)")
+    parser.add_argument("--device", default="cpu", help="where the batched host computes")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--reference", type=int, default=0, help="play the reference policies on this many seeds"
+    )
+    parser.add_argument("--reward", default="sparse", choices=("shaped", "sparse"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"torch thread(s), batched host on {args.device}, {args.steps} steps per row"
+    )
+    if args.reference:
+        print(reference_markdown(args.reference, args.reward, args.device))
+    else:
+        print(table_markdown(throughput_table(args.steps, args.device)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The real seed-lifecycle host, batched: throughput against per-env, reference policies.
+
+* :func:`throughput_table`: each row builds the vector env a run would
+  (:func:`make_vector_env`, ``host="mlp"``), drives it with random legal actions for
+  whole episodes (seeds germinate, blend, prune and fossilize along the way) and times
+  ``envs.step`` alone, so the policy costs nothing.
+* :func:`reference_results`: a reference policy's episodes on the real host, one
+  batched env per seed, with the numbers the per-env host would give.
+"""
+
+import time
+from typing import Any, Final, NamedTuple
+
+import numpy as np
+
+from esper.simic.envs.factory import make_vector_env
+from esper.simic.envs.seed_lifecycle import SeedLifecycleEnv
+from esper.simic.envs.seed_lifecycle.policies import (
+    POLICIES,
+    POLICY_NAMES,
+    EpisodeResult,
+    RandomPolicy,
+)
+from esper.simic.envs.seed_lifecycle.vector import SeedLifecycleVectorEnv
+from esper.simic.settings import EnvConfig, Vectorization
+
+ENV_ID: Final = "esper/SeedLifecycle-v0"
+# (vectorization, num_envs): the per-env host under gymnasium's vector envs, then batched.
+ROWS: Final = (("sync", 8), ("async", 8), ("batched", 8), ("batched", 64), ("batched", 256))
+
+
+class Row(NamedTuple):
+    vectorization: str
+    num_envs: int
+    steps_per_s: float
+
+
+def vector_steps_per_second(
+    vectorization: str, num_envs: int, steps: int, device: str = "cpu", seed: int = 0
+) -> float:
+    """Env steps per second of wall time over ``steps`` vector steps (all envs counted)."""
+    config = EnvConfig(
+        id=ENV_ID,
+        num_envs=num_envs,
+        vectorization=Vectorization[vectorization],
+        kwargs={"host": "mlp"},
+    )
+    envs = make_vector_env(config, gamma=0.99, device=device)
+    try:
+        policies = [RandomPolicy() for _ in range(num_envs)]
+        template = SeedLifecycleEnv()
+        for i, policy in enumerate(policies):
+            policy.reset(template, seed + i)
+        obs, info = envs.reset(seed=seed)
+        elapsed = 0.0
+        for _ in range(steps):
+            actions = np.stack(
+                [
+                    policy.act(obs[i], {"action_mask": info["action_mask"][i]})
+                    for i, policy in enumerate(policies)
+                ]
+            )
+            start = time.perf_counter()
+            obs, _, _, _, info = envs.step(actions)
+            elapsed += time.perf_counter() - start
+    finally:
+        envs.close()
+    return steps * num_envs / elapsed
+
+
+def throughput_table(steps: int, device: str = "cpu") -> list[Row]:
+    """Every row of :data:`ROWS`, measured in this one run."""
+    return [Row(v, n, vector_steps_per_second(v, n, steps, device)) for v, n in ROWS]
+
+
+def table_markdown(rows: list[Row]) -> str:
+    """The table, with each row's speed-up over the per-env host under ``sync``."""
+    base = next(r.steps_per_s for r in rows if r.vectorization == "sync")
+    lines = ["| vectorization | envs | env steps/s | vs per-env sync |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {r.vectorization} | {r.num_envs} | {r.steps_per_s:,.0f} | {r.steps_per_s / base:.1f}x |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def reference_results(
+    policy_name: str, seeds: list[int], device: str = "cpu", **env_kwargs: Any
+) -> list[EpisodeResult]:
+    """``policy_name``'s episode on each seed, all played at once on the batched real host.
+
+    Each env is reset with its seed and its policy bound to it, as ``run_episode`` does.
+    """
+    envs = SeedLifecycleVectorEnv(len(seeds), device=device, host="mlp", **env_kwargs)
+    obs, info = envs.reset(seed=list(seeds))
+    policies = [POLICIES[policy_name]() for _ in seeds]
+    for policy, env, seed in zip(policies, envs.envs, seeds, strict=True):
+        policy.reset(env, seed)
+    returns, illegal = np.zeros(len(seeds)), np.zeros(len(seeds), dtype=int)
+    while True:
+        actions = np.stack(
+            [p.act(obs[i], {"action_mask": info["action_mask"][i]}) for i, p in enumerate(policies)]
+        )
+        obs, rewards, terminated, _, info = envs.step(actions)
+        returns += rewards
+        if terminated.all():  # every episode lasts max_epochs steps
+            final = info["final_info"]
+            illegal += final["illegal_action"]
+            return [
+                EpisodeResult(
+                    float(returns[i]),
+                    float(final["final_accuracy"][i]),
+                    int(illegal[i]),
+                    len(final["fossilized_blueprints"][i]),
+                )
+                for i in range(len(seeds))
+            ]
+        illegal += info["illegal_action"]
+
+
+def reference_markdown(num_seeds: int, reward: str, device: str = "cpu") -> str:
+    """Markdown: each reference policy on the real host, seeds 0..num_seeds-1 (no oracle:
+    it reads the surrogate's hidden gains, which a real network does not have)."""
+    lines = [
+        f"| policy ({reward}) | return | final acc % | fossilized per episode |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in POLICY_NAMES:
+        if name == "oracle":
+            continue
+        results = reference_results(name, list(range(num_seeds)), device, reward=reward)
+        mean = np.mean(
+            [[r.episode_return, r.final_accuracy, r.fossilized_seeds] for r in results], axis=0
+        )
+        lines.append(f"| {name} | {mean[0]:.4f} | {mean[1]:.1f} | {mean[2]:.2f} |")
+    return "\n".join(lines)

@@ -1,14 +1,7 @@
 import pytest
 import torch
 
-from esper.simic.config import compile_unsupported
 from esper.simic.testing import TINY_OVERRIDES
-
-needs_compile = pytest.mark.skipif(
-    compile_unsupported("cpu") is not None,
-    reason=f"agent.compile {compile_unsupported('cpu')}",
-)
-"""For tests that build the compiled whole step (``agent.compile=true``)."""
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import needs_compile
+from compile_support import needs_compile
 from recurrent_reference import reference_step, window_batch
 from test_whole_step import assert_same_update
 from torch import nn

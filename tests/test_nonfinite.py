@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import needs_compile
+from compile_support import needs_compile
 
 from esper.simic import train as train_module
 from esper.simic.agents.batches import Rollout

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import needs_compile
+from compile_support import needs_compile
 
 from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.networks import ActorCritic

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import needs_compile
+from compile_support import needs_compile
 
 from esper.simic.agents.batches import Rollout
 from esper.simic.agents.batching import ShuffledSteps

@@ -67,9 +67,11 @@ def run_dir_of(resume: str) -> Path:
 
 
 def _readable(run: RunDir) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """Every checkpoint of the run that loads with its training state, newest step first."""
+    """Every checkpoint of the run that loads with its training state, newest step first;
+    at equal steps final.pt, then the periodic ones (what a stop writes), then best.pt
+    (the sort keeps this order on ties)."""
     found, errors = [], []
-    for path in [run.final, run.best, *reversed(run.periodic_checkpoints())]:
+    for path in [run.final, *reversed(run.periodic_checkpoints()), run.best]:
         if not path.exists():
             continue
         try:

@@ -100,7 +100,8 @@ class PPOLearner:
         # rl-zoo's lin_0.2: the clip range decays like the learning rate (``anneal_clip``), a
         # tensor filled in place each update so that a compiled step reads it anew.
         self.clip_schedule = LinearDecay(num_updates)
-        self.clip_coef = torch.tensor(config.clip_coef)
+        device = next(policy.parameters()).device
+        self.clip_coef = torch.tensor(config.clip_coef, device=device)
         if config.anneal_clip:
             self.coefficients = self.coefficients._replace(clip_coef=self.clip_coef)
         self.parameter_groups = policy.parameter_groups()

@@ -12,7 +12,7 @@ from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.ppo import PPOLearner
 from esper.simic.gradients import CollectorConfig, build_collector
 from esper.simic.settings import AgentConfig, NetworkConfig
-from esper.simic.testing import observation_batch
+from esper.simic.testing import observation_batch, steps_rollout
 
 NUM_UPDATES = 4
 LOG_RATIO = 0.1
@@ -39,15 +39,14 @@ def batch_at_ratio(policy: ActorCritic) -> Rollout:
     with torch.no_grad():
         dist, values, _, _ = policy(observation_batch(obs))
         logp = dist.log_prob(actions) - LOG_RATIO
-    steps = (obs, actions, logp, values, torch.randn(32, generator=generator))
-    return Rollout(
-        *(x.unsqueeze(1) for x in steps),
-        returns=torch.randn(32, 1, generator=generator),
-        dones=torch.zeros(32, 1, dtype=torch.bool),
+    return steps_rollout(
+        obs=obs,
+        actions=actions,
+        logp=logp,
+        values=values,
+        advantages=torch.randn(32, generator=generator),
+        returns=torch.randn(32, generator=generator),
         action_masks=None,
-        states_h=torch.zeros(32, 1, 0, 0),
-        states_c=None,
-        first_starts=torch.ones(1, dtype=torch.bool),
     )
 
 

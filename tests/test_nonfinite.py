@@ -12,7 +12,7 @@ from esper.simic.agents.networks import ActorCritic
 from esper.simic.agents.ppo import NonFiniteGradientsError, PPOLearner
 from esper.simic.gradients import CollectorConfig, NonFinitePolicy, build_collector
 from esper.simic.settings import AgentConfig, NetworkConfig
-from esper.simic.testing import run_training
+from esper.simic.testing import run_training, steps_rollout
 
 
 @pytest.fixture(params=[False, pytest.param(True, marks=needs_compile)], ids=["eager", "compiled"])
@@ -39,21 +39,17 @@ def make_learner(policy_name: str, compile_step: bool = False) -> PPOLearner:
 def batch(poison: bool) -> Rollout:
     """A 32-step rollout of one env; ``poison`` puts a NaN into one advantage."""
     generator = torch.Generator().manual_seed(1)
-    advantages = torch.randn(32, 1, generator=generator)
+    advantages = torch.randn(32, generator=generator)
     if poison:
         advantages[3] = float("nan")
-    return Rollout(
-        obs=torch.randn(32, 1, 4, generator=generator),
-        actions=torch.randint(0, 2, (32, 1), generator=generator),
-        logp=torch.full((32, 1), -0.69),
-        values=torch.zeros(32, 1),
+    return steps_rollout(
+        obs=torch.randn(32, 4, generator=generator),
+        actions=torch.randint(0, 2, (32,), generator=generator),
+        logp=torch.full((32,), -0.69),
+        values=torch.zeros(32),
         advantages=advantages,
-        returns=torch.randn(32, 1, generator=generator),
-        dones=torch.zeros(32, 1, dtype=torch.bool),
+        returns=torch.randn(32, generator=generator),
         action_masks=None,
-        states_h=torch.zeros(32, 1, 0, 0),
-        states_c=None,
-        first_starts=torch.ones(1, dtype=torch.bool),
     )
 
 

@@ -15,6 +15,7 @@ from esper.simic.agents.ppo import PPOLearner
 from esper.simic.agents.whole_step import adam_
 from esper.simic.gradients import CollectorConfig, CollectorName, build_collector
 from esper.simic.settings import AgentConfig, NetworkConfig
+from esper.simic.testing import steps_rollout
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,19 +40,6 @@ def learner(
     collector_config = CollectorConfig(name=collector, detail=detail)
     return PPOLearner(
         policy, config, build_collector(collector_config), ShuffledSteps(32), num_updates=4
-    )
-
-
-def steps_rollout(**steps: torch.Tensor | None) -> Rollout:
-    """A rollout of one env whose ``T`` steps are the given ``[T, ...]`` tensors."""
-    size = len(steps["obs"])
-    fields = {k: None if v is None else v.unsqueeze(1) for k, v in steps.items()}
-    return Rollout(
-        **fields,
-        dones=torch.zeros(size, 1, dtype=torch.bool),
-        states_h=torch.zeros(size, 1, 0, 0),
-        states_c=None,
-        first_starts=torch.ones(1, dtype=torch.bool),
     )
 
 

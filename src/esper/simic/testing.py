@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from esper.simic.agents.batches import TrainingBatch
+from esper.simic.agents.batches import Rollout, TrainingBatch
 from esper.simic.app import CONFIG_MODULE, CONFIG_NAME, plain_config
 from esper.simic.config import load_settings, register_schemas
 from esper.simic.settings import SimicConfig
@@ -53,3 +53,18 @@ def observation_batch(obs: torch.Tensor, mask: torch.Tensor | None = None) -> Tr
     policy's training pass, as tests and benchmarks call it outside a rollout."""
     empty = obs.new_zeros(0)
     return TrainingBatch(obs, empty, empty, empty, empty, empty, mask)
+
+
+def steps_rollout(**steps: torch.Tensor | None) -> Rollout:
+    """A rollout of one env and a feed-forward policy whose ``T`` steps are the given
+    ``[T, ...]`` tensors (``obs``, ``actions``, ``logp``, ``values``, ``advantages``,
+    ``returns``, ``action_masks``): a learner's input without an env."""
+    size = len(steps["obs"])
+    fields = {k: None if v is None else v.unsqueeze(1) for k, v in steps.items()}
+    return Rollout(
+        **fields,
+        dones=torch.zeros(size, 1, dtype=torch.bool),
+        states_h=torch.zeros(size, 1, 0, 0),
+        states_c=None,
+        first_starts=torch.ones(1, dtype=torch.bool),
+    )

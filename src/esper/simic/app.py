@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,18 +15,21 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from esper.simic import distributed
 from esper.simic.config import (
     ConfigError,
     describe_config_exception,
     load_settings,
     register_schemas,
 )
+from esper.simic.distributed import SINGLE, Ranks
 from esper.simic.resume import ResumeError, check_resumable, run_dir_of, select_checkpoint
 from esper.simic.rundir import RunDir, RunDirLockedError
 from esper.simic.settings import SimicConfig
 from esper.simic.signals import GracefulStop
 from esper.simic.sweeps import run_guarded, write_sweep_summary
 from esper.simic.train import (
+    RanksLostError,
     RunDirNotEmptyError,
     RunStoppedError,
     TrainingAbortedError,
@@ -40,11 +44,18 @@ CONFIG_NAME = "config"
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_ABORTED = 3
 EXIT_STOPPED = 4
+EXIT_RANKS_LOST = 5
+
+
+def say(line: str) -> None:
+    """Print one line on stderr, once per run: rank 0 speaks for the others."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"esper.simic: {line}", file=sys.stderr, flush=True)
 
 
 def fail(message: str) -> NoReturn:
     """Print one line and leave with a non-zero status."""
-    print(f"esper.simic: config error: {message}", file=sys.stderr)
+    say(f"config error: {message}")
     raise SystemExit(EXIT_CONFIG_ERROR)
 
 
@@ -73,21 +84,31 @@ def task_config(config: DictConfig) -> DictConfig:
     return task
 
 
-def check(cfg: DictConfig) -> SimicConfig:
+def check(cfg: DictConfig, ranks: Ranks = SINGLE) -> SimicConfig:
     """A config as Hydra composed it (its ``hydra`` node included): the run's settings. A
     bad value, a run dir that holds another run, or a resume that cannot go ahead stops
-    with one line."""
+    with one line. On several ranks every rank checks the config, then joins the process
+    group; rank 0 checks the run dir and its verdict stops or lets through them all."""
     run_dir = planned_run_dir(cfg)
     task = task_config(cfg)
     try:
         settings = load_settings(task)
-        if settings.resume is None:
-            if run_dir is not None:
-                check_fresh_run_dir(RunDir(run_dir))
-        else:
-            check_resume(settings, plain_config(task))
-    except (ConfigError, ResumeError) as error:
+    except ConfigError as error:
         fail(str(error))
+    distributed.start(settings, ranks)
+    problem = None
+    if ranks.main:
+        try:
+            if settings.resume is None:
+                if run_dir is not None:
+                    check_fresh_run_dir(RunDir(run_dir))
+            else:
+                check_resume(settings, plain_config(task), ranks.world_size)
+        except (ConfigError, ResumeError) as error:
+            problem = str(error)
+    problem = distributed.broadcast(problem, ranks)
+    if problem is not None:
+        fail(problem)
     return settings
 
 
@@ -120,7 +141,7 @@ def check_fresh_run_dir(run: RunDir) -> None:
         raise ConfigError(not_empty_message(run))
 
 
-def check_resume(settings: SimicConfig, run_config: dict[str, Any]) -> None:
+def check_resume(settings: SimicConfig, run_config: dict[str, Any], world_size: int = 1) -> None:
     """Everything ``resume=`` can refuse, before Hydra makes its output dir."""
     assert settings.resume is not None
     run = RunDir(run_dir_of(settings.resume))
@@ -133,7 +154,7 @@ def check_resume(settings: SimicConfig, run_config: dict[str, Any]) -> None:
     point = select_checkpoint(settings.resume, settings.resume_from_older)
     finished = run.summary.exists() and not point.superseded
     try:
-        check_resumable(point.state, run_config, num_updates(settings), finished)
+        check_resumable(point.state, run_config, num_updates(settings), finished, world_size)
     except ResumeError as error:
         raise ResumeError(f"cannot resume: {error}") from error
 
@@ -185,7 +206,9 @@ def _run(cfg: DictConfig) -> float:
     settings = sweep_group(settings, run_config)
     notice = budget_notice(settings)
     if notice is not None:
-        print(f"esper.simic: {notice}", file=sys.stderr, flush=True)
+        say(notice)
+    ranks = distributed.detect_ranks()
+    distributed.start(settings, ranks)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if not single:
         settings, done = continue_sweep_job(settings, RunDir(output_dir))
@@ -196,15 +219,20 @@ def _run(cfg: DictConfig) -> float:
     run_dir = output_dir if settings.resume is None else run_dir_of(settings.resume)
     with GracefulStop() as stop:
         try:
-            result = train(settings, run_dir, run_config, stop)
+            result = train(settings, run_dir, run_config, stop, ranks)
         except (ResumeError, RunDirLockedError, RunDirNotEmptyError) as error:
             if single:
                 fail(str(error))
             raise
         except TrainingAbortedError as error:
             if single:
-                print(f"esper.simic: training aborted: {error}", file=sys.stderr)
+                say(f"training aborted: {error}")
                 raise SystemExit(EXIT_TRAINING_ABORTED) from error
+            raise
+        except RanksLostError as error:
+            if single:
+                print(f"esper.simic: {error}", file=sys.stderr, flush=True)  # every rank's own
+                raise SystemExit(EXIT_RANKS_LOST) from error
             raise
         except RunStoppedError as stopped:
             report_stop(stopped, run_dir, single, stop.requeue_signal is not None)
@@ -247,9 +275,6 @@ def report_stop(stopped: RunStoppedError, run_dir: Path, single: bool, requeued:
         how = "continue the sweep with: python -m esper.simic -m " + shlex.join(
             [*overrides, f"hydra.sweep.dir={sweep_dir}"]
         )
-        write_sweep_summary(sweep_dir)
-    print(
-        f"esper.simic: {stopped.signal_name}: stopped at step {stopped.step}; {how}",
-        file=sys.stderr,
-        flush=True,
-    )
+        if distributed.detect_ranks().main:
+            write_sweep_summary(sweep_dir)
+    say(f"{stopped.signal_name}: stopped at step {stopped.step}; {how}")

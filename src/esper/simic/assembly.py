@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from esper.simic.agents.batching import Batching, SequenceChunks, ShuffledSteps, Windows
+from esper.simic.agents.data_parallel import DataParallel
 from esper.simic.agents.encoders import (
     ObservationEncoder,
     ObservationPart,
@@ -166,15 +167,25 @@ def build_batching(agent: AgentConfig) -> Batching:
 
 
 def build_agent(
-    settings: SimicConfig, envs: gym.vector.VectorEnv, device: torch.device, num_updates: int
+    settings: SimicConfig,
+    envs: gym.vector.VectorEnv,
+    device: torch.device,
+    num_updates: int,
+    data_parallel: DataParallel | None = None,
 ) -> tuple[Policy, PPOLearner]:
-    """The policy for ``envs``' spaces, on ``device``, and the learner that trains it."""
+    """The policy for ``envs``' spaces, on ``device``, and the learner that trains it
+    (with ``data_parallel``, on this rank's share of every minibatch)."""
     agent = settings.agent
     layout = observation_layout(structured_observation_space(envs))
     actions = action_spec(envs.single_action_space, envs.metadata)
     policy = build_policy(agent, layout, actions)
     policy.to(device)
     learner = PPOLearner(
-        policy, agent, build_collector(settings.collector), build_batching(agent), num_updates
+        policy,
+        agent,
+        build_collector(settings.collector),
+        build_batching(agent),
+        num_updates,
+        data_parallel,
     )
     return policy, learner

@@ -25,10 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from esper.simic.assembly import UnsupportedSpaceError, action_spec, observation_layout
+from esper.simic.distributed import detect_ranks
 from esper.simic.envs.registration import BATCHED_ENVS, register_esper_envs
 from esper.simic.envs.seed_lifecycle.constants import BATCHED_HOSTS
 from esper.simic.settings import (
     AgentConfig,
+    DistBackend,
     EnvConfig,
     RNNConfig,
     RNNImpl,
@@ -350,7 +352,45 @@ def load_settings(cfg: DictConfig) -> SimicConfig:
     check_batched(settings.env, settings.trainer.device)
     check_env_wrappers(settings.env)
     check_env_spaces(settings)
+    check_distributed(settings, detect_ranks().world_size)
     return settings
+
+
+def check_distributed(settings: SimicConfig, world_size: int) -> None:
+    """What splitting the run over ``world_size`` processes needs (``distributed.py``):
+    whole envs and whole minibatch shares per rank, the same number of minibatches on
+    every rank, and a backend that can run on the device."""
+    backend, device = settings.distributed.backend, settings.trainer.device
+    on_gpu = device.startswith("cuda") and torch.cuda.is_available()
+    if backend is DistBackend.nccl and not on_gpu:
+        raise ConfigError(
+            f"distributed.backend=nccl runs on CUDA GPUs only, here trainer.device={device} "
+            f"and CUDA is {'' if torch.cuda.is_available() else 'not '}available: set "
+            "distributed.backend=gloo (or auto), or trainer.device=cuda on a GPU machine"
+        )
+    if world_size == 1:
+        return
+    agent, num_envs = settings.agent, settings.env.num_envs
+    for key, value in (("env.num_envs", num_envs), ("agent.minibatch_size", agent.minibatch_size)):
+        if value % world_size:
+            raise ConfigError(
+                f"{key}={value} is split over the {world_size} processes of this run and "
+                f"must be a multiple of {world_size}: set {key}="
+                f"{max(world_size, value - value % world_size)} or start another number"
+            )
+    local_envs, local_minibatch = num_envs // world_size, agent.minibatch_size // world_size
+    if agent.rnn is not None and agent.rnn.impl is RNNImpl.esper:
+        check_windows(dataclasses.replace(agent, minibatch_size=local_minibatch), local_envs)
+    elif agent.rnn is not None:
+        local_batch = agent.num_steps * local_envs
+        if local_batch % local_minibatch or agent.seq_len > local_minibatch:
+            raise ConfigError(
+                f"recurrent PPO over {world_size} processes: each takes "
+                f"agent.minibatch_size / {world_size} = {local_minibatch} steps of its "
+                f"{local_batch}-step rollout per minibatch, which must divide {local_batch} "
+                f"and hold agent.seq_len={agent.seq_len} steps, so that every process takes "
+                "the same number of gradient steps: change agent.minibatch_size"
+            )
 
 
 def describe_config_exception(error: BaseException) -> str:

@@ -7,13 +7,16 @@ start, rather than in N jobs at once; a failed build is passed on to the jobs
 (``lstm_resets.KERNEL_VARIABLE``) so that they use the pure-PyTorch kernel straight away.
 """
 
+import os
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from esper.simic import distributed
 from esper.simic.agents import lstm_resets
-from esper.simic.app import check
+from esper.simic.app import check, fail
+from esper.simic.distributed import Ranks
 from esper.simic.settings import RNNImpl
 
 IMPL_KEY = "agent.rnn.impl"
@@ -33,14 +36,38 @@ def sweep_uses_kernel(config: DictConfig) -> bool:
     return any(key.lstrip("+~").endswith(IMPL_KEY) and "esper" in v for key, v in swept)
 
 
+def share_run_dir(config: DictConfig, ranks: Ranks) -> None:
+    """Every rank of a ``torchrun`` run writes into rank 0's run dir: a timestamped
+    ``hydra.run.dir`` resolved a second apart would otherwise split the run. Rank 0 alone
+    keeps Hydra's ``.hydra/`` record; the others log to ``<job>.rank<k>.log`` beside it."""
+    run_dir = distributed.broadcast(str(config.hydra.run.dir), ranks)
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.run.dir = run_dir
+        if not ranks.main:
+            config.hydra.output_subdir = None
+            if OmegaConf.select(config, "hydra.job_logging.handlers.file") is not None:
+                config.hydra.job_logging.handlers.file.filename = (
+                    f"{run_dir}/{config.hydra.job.name}.rank{ranks.rank}.log"
+                )
+
+
 class Door(Callback):
     """Checks a single run before its dir exists; builds the LSTM kernel once per launch."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        settings = check(config)
+        ranks = distributed.detect_ranks()
+        settings = check(config, ranks)
+        if ranks.distributed:
+            share_run_dir(config, ranks)
         if settings.agent.rnn is not None and settings.agent.rnn.impl is RNNImpl.esper:
             lstm_resets.kernel()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "WORLD_SIZE" in os.environ:
+            fail(
+                "a sweep (-m) under torchrun is not supported: torchrun starts one "
+                "distributed run; sweep distributed runs with hydra/launcher=slurm (or "
+                "slurm_local) and hydra.launcher.tasks_per_node=N"
+            )
         if sweep_uses_kernel(config):
             lstm_resets.kernel()

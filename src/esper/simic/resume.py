@@ -28,7 +28,14 @@ RESTART_SEED_OFFSET = 7_919
 """Resumed envs reset from ``seed + RESTART_SEED_OFFSET * update``: distinct per resume
 point, reproducible, and never the initial reset seed."""
 
-MUTABLE_KEYS = ("resume", "resume_from_older", "total_timesteps", "trainer", "logger")
+MUTABLE_KEYS = (
+    "resume",
+    "resume_from_older",
+    "total_timesteps",
+    "trainer",
+    "logger",
+    "distributed",
+)
 """Top-level keys that may change between a run and its resumption; any other difference
 would make the continuation a different experiment from the one its checkpoint began."""
 
@@ -176,13 +183,26 @@ def _show(value: Any, missing: object) -> str:
 
 
 def check_resumable(
-    state: dict[str, Any], run_config: dict[str, Any], num_updates: int, finished: bool
+    state: dict[str, Any],
+    run_config: dict[str, Any],
+    num_updates: int,
+    finished: bool,
+    world_size: int = 1,
 ) -> None:
-    """Refuse a config that is not the checkpoint's, and a budget the run already spent.
+    """Refuse a config that is not the checkpoint's, a budget the run already spent, and
+    another number of processes than the run's (each rank's RNGs and env seeds are the
+    checkpoint's; spread over another number they would not continue the run).
 
     A run whose last update is done but whose ``summary.json`` is missing (killed while
     finishing) may resume: it only evaluates and writes its summary.
     """
+    saved_world = state.get("world_size", 1)
+    if saved_world != world_size:
+        raise ResumeError(
+            f"the run was trained by {saved_world} process(es) and this resume starts "
+            f"{world_size}: resume it with the same number (torchrun --nproc_per_node="
+            f"{saved_world} ..., or without torchrun for 1)"
+        )
     differences = config_differences(upgrade_config(state.get("config") or {}), run_config)
     if differences:
         raise ResumeError(

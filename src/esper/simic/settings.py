@@ -239,6 +239,27 @@ class TrainerConfig:
     an older one to fall back to when the newest is damaged."""
 
 
+class DistBackend(Enum):
+    """The torch.distributed backend of a multi-process run (``distributed.py``)."""
+
+    auto = "auto"
+    """NCCL when ``trainer.device`` is CUDA, gloo otherwise."""
+    gloo = "gloo"
+    nccl = "nccl"
+
+
+@dataclass
+class DistributedConfig:
+    """How the processes of one data-parallel run talk (only read when ``torchrun`` or a
+    multi-task SLURM job starts several; their number is the launcher's, not a key)."""
+
+    backend: DistBackend = DistBackend.auto
+    timeout_s: float = bounded(600.0, gt=0)
+    """How long a rank waits for the others at a collective before the run ends with a
+    message: what stops a run whose rank died from hanging. Rank 0 evaluates while the
+    others wait, so it must exceed one evaluation."""
+
+
 @dataclass
 class SimicConfig:
     """One run: what to train, on what, for how long, and where results go."""
@@ -253,6 +274,7 @@ class SimicConfig:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     resume: str | None = None
     """Run dir or checkpoint of a run to continue in its own dir (``resume.py``)."""
     resume_from_older: bool = False

@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from esper.simic.distributed import detect_ranks
 from esper.simic.rundir import RunDir, RunDirLockedError, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ def run_guarded(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
         log.error("job not run: %s", error)  # its dir is another process's to write
         return math.nan
     except Exception as error:
+        if not detect_ranks().main:  # rank 0 of a multi-task job writes the job's outcome
+            log.error("job failed on this rank: %s", error)
+            return math.nan
         job = RunDir(Path(HydraConfig.get().runtime.output_dir))
         line = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         write_json_atomic(job.failed, {"error": line, "traceback": traceback.format_exc()})

@@ -4,6 +4,7 @@ rollout -> GAE -> PPO update -> metrics -> (eval) -> (checkpoint), until the ste
 budget is spent; then a final evaluation, checkpoint and ``summary.json``.
 """
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -20,15 +21,18 @@ import torch
 from gymnasium.vector import VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
+from esper.simic import distributed
+from esper.simic.agents.data_parallel import DataParallel
 from esper.simic.agents.ppo import NonFiniteGradientsError, policy_parameters
 from esper.simic.assembly import build_agent, normalizable_entries, observation_layout
 from esper.simic.checkpoint import plain_stats, restore_rng, rng_state, save_checkpoint
+from esper.simic.distributed import SINGLE, Ranks
 from esper.simic.envs.factory import (
     find_wrapper,
     make_vector_env,
     structured_observation_space,
 )
-from esper.simic.envs.normalization import make_normalizer
+from esper.simic.envs.normalization import ObservationNormalizer, make_normalizer
 from esper.simic.envs.scoring import reference_score
 from esper.simic.gradients import NonFinitePolicy
 from esper.simic.resume import (
@@ -39,7 +43,7 @@ from esper.simic.resume import (
     truncate_history,
 )
 from esper.simic.rollout import RolloutRunner, evaluate
-from esper.simic.rundir import RunDir, write_json_atomic
+from esper.simic.rundir import RunDir, RunDirLockedError, write_json_atomic
 from esper.simic.runinfo import git_commit
 from esper.simic.settings import SimicConfig
 from esper.simic.signals import GracefulStop
@@ -68,6 +72,10 @@ class TrainingAbortedError(RuntimeError):
 
 class RunDirNotEmptyError(RuntimeError):
     """A fresh run pointed at a dir that already holds a run; one line naming both ways out."""
+
+
+class RanksLostError(RuntimeError):
+    """A collective failed or timed out: another rank of the run died or stalled."""
 
 
 class RunStoppedError(Exception):
@@ -141,10 +149,19 @@ def restore_reward_normalizer(envs: VectorEnv, state: dict[str, Any]) -> None:
 class Trainer:
     """One run's parts wired together; ``run`` loops until the step budget is spent."""
 
-    def __init__(self, settings: SimicConfig, run_dir: Path, run_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        settings: SimicConfig,
+        run_dir: Path,
+        run_config: dict[str, Any],
+        ranks: Ranks = SINGLE,
+    ) -> None:
         self.start_time = time.perf_counter()
         self.settings, self.files, self.run_config = settings, RunDir(run_dir), run_config
-        agent, env_cfg, trainer = settings.agent, settings.env, settings.trainer
+        self.ranks = ranks
+        # This rank's envs and minibatch share; budgets and schedules stay the run's.
+        self.local = distributed.local_settings(settings, ranks.world_size)
+        agent, env_cfg, trainer = settings.agent, self.local.env, settings.trainer
         if trainer.torch_threads is not None:
             torch.set_num_threads(trainer.torch_threads)
         self.generator = seed_everything(settings.seed)
@@ -158,15 +175,23 @@ class Trainer:
         self.recent_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.recent_lengths: deque[int] = deque(maxlen=EPISODE_WINDOW)
         self.tracker: Tracker | None = None
+        self.stop: GracefulStop | None = None
+        self.ranks_signal: str | None = None
+        """A stop signal some rank received, as of the last update's gather."""
         self.score = reference_score(env_cfg)
 
         device = str(self.device)  # where a batched env computes
         self.envs = make_vector_env(env_cfg, gamma=agent.gamma, device=device)
-        self.eval_envs = make_vector_env(
-            dataclasses.replace(env_cfg, normalize_reward=False),
-            gamma=agent.gamma,
-            num_envs=trainer.eval_episodes,
-            device=device,
+        # Only rank 0 evaluates.
+        self.eval_envs = (
+            make_vector_env(
+                dataclasses.replace(env_cfg, normalize_reward=False),
+                gamma=agent.gamma,
+                num_envs=trainer.eval_episodes,
+                device=device,
+            )
+            if ranks.main
+            else None
         )
         try:
             self._build_agent()
@@ -175,11 +200,20 @@ class Trainer:
             raise
 
     def _build_agent(self) -> None:
-        settings, agent, env_cfg = self.settings, self.settings.agent, self.settings.env
+        """The policy, learner and rollout of this rank; on several ranks, the policy
+        starts from rank 0's weights and the normalisers' statistics span every rank."""
+        agent, env_cfg, ranks = self.settings.agent, self.local.env, self.ranks
         obs_shape = self.envs.single_observation_space.shape
         mask = normalizable_entries(observation_layout(structured_observation_space(self.envs)))
         self.normalizer = make_normalizer(env_cfg.normalize_obs, obs_shape, env_cfg.clip_obs, mask)
-        self.policy, self.learner = build_agent(settings, self.envs, self.device, self.num_updates)
+        data_parallel = DataParallel() if ranks.distributed else None
+        self.policy, self.learner = build_agent(
+            self.local, self.envs, self.device, self.num_updates, data_parallel
+        )
+        if data_parallel is not None:
+            data_parallel.broadcast_parameters(self.policy)
+            self._synchronise_normalizers()
+            self.generator = seed_everything(distributed.sampling_seed(self.settings.seed, ranks))
         self.runner = RolloutRunner(
             self.envs,
             self.policy,
@@ -188,22 +222,40 @@ class Trainer:
             agent.gae_lambda,
             self.normalizer,
             self.device,
-            settings.seed,
+            self._env_seed(self.settings.seed),
         )
+
+    def _synchronise_normalizers(self) -> None:
+        if isinstance(self.normalizer, ObservationNormalizer):
+            self.normalizer.rms = distributed.synced_statistics(self.normalizer.rms)
+        wrapper = find_wrapper(self.envs, vector_wrappers.NormalizeReward)
+        if wrapper is not None:
+            wrapper.return_rms = distributed.synced_statistics(wrapper.return_rms)
+
+    def _env_seed(self, seed: int) -> int:
+        return distributed.env_seed(seed, self.ranks, self.local.env.num_envs)
 
     def run(self, stop: GracefulStop | None = None) -> RunResult:
         """Train, evaluate, checkpoint and summarise; the tracker is opened last.
 
         ``stop`` is checked between updates, the safe point: a received signal writes a
-        periodic checkpoint of the update just done and raises ``RunStoppedError``.
+        periodic checkpoint of the update just done and raises ``RunStoppedError``. On
+        several ranks, a signal any of them received stops them all at the same update.
         """
-        self.tracker = build_tracker(self.settings, self.files.path, self.run_config)
+        ranks = self.ranks
+        self.tracker = (
+            build_tracker(self.settings, self.files.path, self.run_config)
+            if ranks.main
+            else Tracker([])
+        )
         trainer = self.settings.trainer
         loop_start = time.perf_counter()
         abort = self.settings.agent.on_nonfinite is NonFinitePolicy.abort
+        self.stop = stop
         for update in range(self.start_update + 1, self.num_updates + 1):
-            if stop is not None and stop.received is not None:
-                self._stop(stop.received.name, update - 1)
+            received = self._signal() if not ranks.distributed else self.ranks_signal
+            if received is not None:
+                self._stop(received, update - 1)
             # Under abort, the state before the update, which the failing update's finite
             # steps, schedule step and rollout have not touched: what the checkpoint claims.
             last_good = copy.deepcopy(self._state(update - 1)) if abort else None
@@ -212,7 +264,7 @@ class Trainer:
             except NonFiniteGradientsError as error:
                 assert last_good is not None
                 path = self.files.nonfinite
-                save_checkpoint(last_good, path)
+                self._save(last_good, path)
                 raise TrainingAbortedError(
                     f"update {update}: {error}; the state after update {update - 1} is in {path}"
                 ) from error
@@ -229,53 +281,76 @@ class Trainer:
             if update % trainer.log_interval == 0 or "eval/return_mean" in metrics:
                 self.tracker.log(metrics, self.global_step)
             if trainer.checkpoint_interval and update % trainer.checkpoint_interval == 0:
-                path = self.files.periodic(update)
-                save_checkpoint(self._state(update), path, keep_last=trainer.keep_checkpoints)
+                self._save(self._state(update), self.files.periodic(update), periodic=True)
         return self._finish(train_time=time.perf_counter() - loop_start)
+
+    def _save(self, state: dict[str, Any], path: Path, periodic: bool = False) -> None:
+        """Rank 0 writes; ``state`` was assembled on every rank (it gathers their RNGs)."""
+        if self.ranks.main:
+            keep = self.settings.trainer.keep_checkpoints if periodic else None
+            save_checkpoint(state, path, keep_last=keep)
 
     def _stop(self, signal_name: str, update: int) -> None:
         path = self.files.periodic(update)
-        if not path.exists():  # already written when the update was a checkpoint interval
-            save_checkpoint(
-                self._state(update), path, keep_last=self.settings.trainer.keep_checkpoints
-            )
+        # Already written when the update was a checkpoint interval (rank 0 knows).
+        if not distributed.broadcast(path.exists(), self.ranks):
+            self._save(self._state(update), path, periodic=True)
         raise RunStoppedError(signal_name, self.global_step, path)
 
+    def _signal(self) -> str | None:
+        """The stop signal this process received, if any."""
+        if self.stop is None or self.stop.received is None:
+            return None
+        return self.stop.received.name
+
     def _train_one_update(self, loop_start: float) -> dict[str, float]:
+        """One rollout and update. On several ranks, one gather per update brings every
+        rank's finished episodes and whether any received a stop signal (acted on at the
+        next safe point, by all ranks together)."""
         t0 = time.perf_counter()
         rollout, episodes = self.runner.collect()
         t1 = time.perf_counter()
         metrics = self.learner.learn(rollout, self.generator)
         t2 = time.perf_counter()
         self.global_step += self.batch_size
-        self.recent_returns.extend(episodes.returns)
-        self.recent_lengths.extend(episodes.lengths)
+        reports = distributed.gather(
+            (episodes.returns, episodes.lengths, self._signal()), self.ranks
+        )
+        self.ranks_signal = next((signal for *_, signal in reports if signal), None)
+        finished = [(returns, lengths) for returns, lengths, _ in reports]
+        for returns, lengths in finished:
+            self.recent_returns.extend(returns)
+            self.recent_lengths.extend(lengths)
         if self.recent_returns:
             metrics["rollout/episode_return"] = float(np.mean(self.recent_returns))
             metrics["rollout/episode_length"] = float(np.mean(self.recent_lengths))
-        metrics["rollout/episodes"] = float(len(episodes.returns))
+        metrics["rollout/episodes"] = float(sum(len(returns) for returns, _ in finished))
         metrics["time/rollout_s"] = t1 - t0
         metrics["time/update_s"] = t2 - t1
         metrics["time/env_steps_per_s"] = (self.global_step - self.start_step) / (t2 - loop_start)
         return metrics
 
     def _evaluate(self, index: int) -> np.ndarray:
+        """Rank 0 evaluates; every rank gets the returns (they decide ``best.pt``)."""
         trainer = self.settings.trainer
-        return evaluate(
-            self.eval_envs,
-            self.policy,
-            self.normalizer,
-            trainer.eval_deterministic,
-            self.device,
-            seed=eval_seeds(self.settings.seed, index, trainer.eval_episodes)[0],
-        )
+        returns = None
+        if self.eval_envs is not None:
+            returns = evaluate(
+                self.eval_envs,
+                self.policy,
+                self.normalizer,
+                trainer.eval_deterministic,
+                self.device,
+                seed=eval_seeds(self.settings.seed, index, trainer.eval_episodes)[0],
+            )
+        return distributed.broadcast(returns, self.ranks)
 
     def _save_if_best(self, returns: np.ndarray, update: int) -> None:
         """Keep ``best.pt``: the checkpoint with the highest mean eval return so far."""
         if float(returns.mean()) > self.best_eval_return:
             self.best_eval_return = float(returns.mean())
             self.best_update = update
-            save_checkpoint(self._state(update), self.files.best)
+            self._save(self._state(update), self.files.best)
 
     def restore(self, point: ResumePoint) -> None:
         """Continue from a checkpoint's state (see ``_state``); envs begin fresh episodes.
@@ -298,8 +373,11 @@ class Trainer:
         episodes = state.get("episodes", {})
         self.recent_returns.extend(episodes.get("returns", []))
         self.recent_lengths.extend(episodes.get("lengths", []))
-        self.runner.restart(restart_seed(self.settings.seed, self.start_update))
-        restore_rng(state["rng"], self.generator)
+        self.runner.restart(self._env_seed(restart_seed(self.settings.seed, self.start_update)))
+        rank_rngs = state.get("rank_rngs", [state["rng"]])
+        restore_rng(rank_rngs[self.ranks.rank], self.generator)
+        if not self.ranks.main:
+            return
         truncate_history(self.files.history, self.global_step)
         if point.superseded:
             for path in point.superseded:
@@ -321,8 +399,9 @@ class Trainer:
         )
 
     def _state(self, update: int) -> dict[str, Any]:
-        """Everything a resumed run needs, plus the config that made it."""
-        return {
+        """Everything a resumed run needs, plus the config that made it; on several ranks,
+        each rank's RNGs (``rank_rngs``; ``rng`` is rank 0's). Every rank must call it."""
+        state = {
             "policy": self.policy.state_dict(),
             "learner": self.learner.state_dict(),
             "obs_normalizer": plain_stats(self.normalizer.state_dict()),
@@ -336,7 +415,11 @@ class Trainer:
             },
             "rng": rng_state(self.generator),
             "config": self.run_config,
+            "world_size": self.ranks.world_size,
         }
+        if self.ranks.distributed:
+            state["rank_rngs"] = distributed.gather(state["rng"], self.ranks)
+        return state
 
     def _finish(self, train_time: float) -> RunResult:
         assert self.tracker is not None
@@ -344,8 +427,7 @@ class Trainer:
         final_metrics = eval_metrics(final_returns, self.score)
         self.tracker.log(final_metrics, self.global_step)
         self._save_if_best(final_returns, self.num_updates)
-        final = save_checkpoint(self._state(self.num_updates), self.files.final)
-        policy = save_checkpoint(self.policy.state_dict(), self.files.policy)
+        final_state = self._state(self.num_updates)
         result = RunResult(
             final_eval_return_mean=float(final_returns.mean()),
             final_eval_return_std=float(final_returns.std()),
@@ -355,12 +437,17 @@ class Trainer:
             num_updates=self.num_updates,
             eval_returns=final_returns.tolist(),
         )
+        if not self.ranks.main:
+            return result
+        final = save_checkpoint(final_state, self.files.final)
+        policy = save_checkpoint(self.policy.state_dict(), self.files.policy)
         summary = {
             **dataclasses.asdict(result),
             "experiment": self.settings.experiment,
             "seed": self.settings.seed,
             "env_id": self.settings.env.id,
             "policy_parameters": policy_parameters(self.policy),
+            "world_size": self.ranks.world_size,
             "git_commit": git_commit(),
             "eval": self._eval_record(),
         }
@@ -398,7 +485,8 @@ class Trainer:
                 self.tracker.close()
         finally:
             self.envs.close()
-            self.eval_envs.close()
+            if self.eval_envs is not None:
+                self.eval_envs.close()
 
 
 def eval_metrics(
@@ -415,26 +503,50 @@ def train(
     run_dir: Path,
     run_config: dict[str, Any],
     stop: GracefulStop | None = None,
+    ranks: Ranks = SINGLE,
 ) -> RunResult:
     """Train one agent as ``settings`` says, writing everything under ``run_dir``.
 
     The run holds ``run_dir``'s lock throughout (``RunDir.acquire``); a fresh run into a
-    dir that already holds a run is refused rather than mixed into its history.
+    dir that already holds a run is refused rather than mixed into its history. On several
+    ranks, rank 0 holds the lock and its verdict stops or starts them all.
     """
     run = RunDir(run_dir)
-    with run.acquire():
-        if settings.resume is None and run.run_files():
-            raise RunDirNotEmptyError(not_empty_message(run))
-        trainer = Trainer(settings, run_dir, run_config)
+    with contextlib.ExitStack() as owned:
+        refusal: Exception | None = None
+        if ranks.main:
+            try:
+                owned.enter_context(run.acquire())
+                if settings.resume is None and run.run_files():
+                    refusal = RunDirNotEmptyError(not_empty_message(run))
+            except RunDirLockedError as error:
+                refusal = error
+        refusal = distributed.broadcast(refusal, ranks)
+        if refusal is not None:
+            raise refusal
+        trainer = Trainer(settings, run_dir, run_config, ranks)
         try:
             if settings.resume is not None:
                 point = select_checkpoint(settings.resume, settings.resume_from_older)
                 finished = run.summary.exists() and not point.superseded
-                check_resumable(point.state, run_config, trainer.num_updates, finished)
+                check_resumable(
+                    point.state, run_config, trainer.num_updates, finished, ranks.world_size
+                )
                 trainer.restore(point)
             return trainer.run(stop)
+        except torch.distributed.DistError as error:
+            raise RanksLostError(ranks_lost_message(error, ranks, run)) from error
         finally:
             trainer.close()
+
+
+def ranks_lost_message(error: Exception, ranks: Ranks, run: RunDir) -> str:
+    """One line: which rank saw what, and the checkpoint the run continues from."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"rank {ranks.rank} of {ranks.world_size}: lost the other ranks ({detail}); "
+        f"resume={run.path} continues from its newest checkpoint"
+    )
 
 
 def not_empty_message(run: RunDir) -> str:

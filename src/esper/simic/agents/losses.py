@@ -57,15 +57,21 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def normalize_advantages(
-    advantages: torch.Tensor, mask: torch.Tensor | None, eps: float = 1e-8
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eps: float = 1e-8,
 ) -> torch.Tensor:
     """Zero mean, unit std over the minibatch's valid steps: the step size stops depending
-    on reward scale. Padded entries become 0."""
-    if mask is None:
-        return (advantages - advantages.mean()) / (advantages.std() + eps)
+    on reward scale. Padded entries become 0. ``moments`` (mean, std) are given when the
+    minibatch is larger than ``advantages``: a data-parallel rank holds only its share."""
     advantages = valid(advantages, mask)
-    mean = masked_mean(advantages, mask)
-    return valid((advantages - mean) / (masked_var(advantages, mask).sqrt() + eps), mask)
+    if moments is None and mask is None:
+        moments = advantages.mean(), advantages.std()
+    elif moments is None:
+        moments = masked_mean(advantages, mask), masked_var(advantages, mask).sqrt()
+    mean, std = moments
+    return valid((advantages - mean) / (std + eps), mask)
 
 
 def explained_variance(
@@ -106,12 +112,14 @@ def ppo_loss(
     returns: torch.Tensor,
     mask: torch.Tensor | None,
     coefficients: LossCoefficients,
+    advantage_moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossTerms:
     """``L^CLIP - ent_coef * H + vf_coef * L^V`` over the valid steps: the negative clipped
-    surrogate objective (eq. 7), the entropy bonus and the value loss."""
+    surrogate objective (eq. 7), the entropy bonus and the value loss. ``advantage_moments``
+    normalise the advantages instead of their own (``normalize_advantages``)."""
     clip = coefficients.clip_coef
     if coefficients.norm_adv:
-        advantages = normalize_advantages(advantages, mask)
+        advantages = normalize_advantages(advantages, mask, advantage_moments)
     log_ratio = valid(logp_new, mask) - valid(logp_old, mask)
     advantages = valid(advantages, mask)
     ratio = log_ratio.exp()

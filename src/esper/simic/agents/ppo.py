@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 from esper.simic.agents.batches import Minibatch, Rollout, TrainingBatch
 from esper.simic.agents.batching import Batching
+from esper.simic.agents.data_parallel import DataParallel
 from esper.simic.agents.losses import LossCoefficients, explained_variance, ppo_loss
 from esper.simic.agents.policy import Policy, PolicyOutput
 from esper.simic.agents.whole_step import CompiledStep, Scalars
@@ -72,6 +73,10 @@ class PPOLearner:
     With ``config.compile`` each gradient step (forward, loss, backward, the gradient
     collector's statistics and clipping, the non-finite guard and Adam) runs as one
     compiled graph (``whole_step.CompiledStep``); eager is the default.
+
+    With ``data_parallel`` each rank steps on its share of every minibatch and the ranks'
+    gradients are summed before clipping (``data_parallel.py``); the metrics are the ranks'
+    means, so every rank takes the same decisions (target-KL stop, non-finite guard).
     """
 
     def __init__(
@@ -81,12 +86,14 @@ class PPOLearner:
         collector: GradientCollector,
         batching: Batching,
         num_updates: int,
+        data_parallel: DataParallel | None = None,
     ) -> None:
         self.policy = policy
         self.config = config
         self.collector = collector
         self.batching = batching
         self.num_updates = num_updates
+        self.data_parallel = data_parallel
         self.coefficients = LossCoefficients(
             config.clip_coef, config.value_clip, config.norm_adv, config.ent_coef, config.vf_coef
         )
@@ -122,6 +129,7 @@ class PPOLearner:
                 config.max_grad_norm,
                 self.optimizer,
                 config.on_nonfinite,
+                None if data_parallel is None else data_parallel.sum_gradients,
             )
             if config.compile
             else None
@@ -155,8 +163,10 @@ class PPOLearner:
                 grad_stats.append(stats)
             epochs_run += 1
             if config.target_kl is not None:
-                epoch_kl = torch.stack([s["approx_kl"] for s in step_scalars[epoch_start:]])
-                if epoch_kl.mean().item() > config.target_kl:
+                epoch_kl = torch.stack([s["approx_kl"] for s in step_scalars[epoch_start:]]).mean()
+                if self.data_parallel is not None:
+                    epoch_kl = self.data_parallel.mean(epoch_kl)
+                if epoch_kl.item() > config.target_kl:
                     break
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
@@ -181,7 +191,10 @@ class PPOLearner:
             "train/nonfinite_steps": torch.stack(self._nonfinite_steps).sum().float(),
             **telemetry,
         }
-        values = torch.cat([m.reshape(-1) for m in (*means, *named.values())]).tolist()
+        values = torch.cat([m.reshape(-1) for m in (*means, *named.values())])
+        if self.data_parallel is not None:
+            values = self.data_parallel.mean(values)
+        values = values.tolist()
         step_means = values[: len(self.step_metric_names)]
         extra = values[len(values) - len(named) :]
         metrics = {
@@ -191,16 +204,22 @@ class PPOLearner:
         return metrics
 
     def _loss(self, output: PolicyOutput, batch: TrainingBatch) -> tuple[torch.Tensor, Scalars]:
-        """The PPO loss of one minibatch and its terms as named 0-dim tensors."""
+        """The PPO loss of one minibatch and its terms as named 0-dim tensors; on a
+        data-parallel rank, the loss of its share weighted for the gradients' sum."""
+        share = None
+        if self.data_parallel is not None:
+            share = self.data_parallel.share(batch.advantages, batch.mask)
         terms = ppo_loss(
             output.dist.log_prob(batch.actions), output.entropy, output.values, batch.logp,
             batch.values, batch.advantages, batch.returns, batch.mask, self.coefficients,
+            None if share is None else (share.advantage_mean, share.advantage_std),
         )  # fmt: skip
         scalars = {name: getattr(terms, name) for name in LOSS_METRICS}
         if output.head_stats is not None:
             mask = None if batch.mask is None else batch.mask.reshape(-1, 1)
             scalars[HEAD_STATS] = _column_means(output.head_stats.flatten(0, -2), mask)
-        return terms.loss, scalars
+        loss = terms.loss if share is None else terms.loss * share.weight
+        return loss, scalars
 
     def _functional_loss(
         self, params: tuple[torch.Tensor, ...], minibatch: Minibatch
@@ -225,12 +244,24 @@ class PPOLearner:
         loss, scalars = self._loss(self.policy(minibatch), minibatch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.data_parallel is not None:
+            self._sum_gradients()
         grad_stats = self.collector.collect_and_clip(
             self.parameter_groups, self.config.max_grad_norm
         )
         self._guard_nonfinite(grad_stats)
         self.optimizer.step()
         return scalars, grad_stats
+
+    def _sum_gradients(self) -> None:
+        """Replace each rank's gradients by their sum over ranks (a parameter this
+        minibatch left without a gradient contributes zeros, so every rank sends alike)."""
+        assert self.data_parallel is not None
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self._params]
+        for param, summed in zip(
+            self._params, self.data_parallel.sum_gradients(grads), strict=True
+        ):
+            param.grad = summed
 
     def _guard_nonfinite(self, grad_stats: AsyncGradientStats) -> None:
         """Flag a step whose gradients hold NaN/Inf and, unless warning only, drop it.

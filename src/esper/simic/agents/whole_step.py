@@ -29,6 +29,8 @@ from esper.simic.gradients.gather import GradBatch, bucket_tensors
 Scalars = dict[str, torch.Tensor]
 LossFn = Callable[[tuple[torch.Tensor, ...], Any], tuple[torch.Tensor, Scalars]]
 """(parameters in ``named_parameters`` order, minibatch) -> (loss, detached 0-dim metrics)."""
+GradientSum = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+"""A data-parallel rank's gradients -> their sum over ranks (traceable collectives)."""
 
 
 class StepResult(NamedTuple):
@@ -86,6 +88,7 @@ class CompiledStep:
         max_norm: float | None,
         optimizer: torch.optim.Adam,
         on_nonfinite: NonFinitePolicy,
+        sum_gradients: GradientSum | None = None,
     ) -> None:
         group = optimizer.param_groups[0]
         if len(optimizer.param_groups) != 1 or group["weight_decay"] or group["amsgrad"]:
@@ -100,6 +103,7 @@ class CompiledStep:
         # Read once: a value read inside the graph becomes a guard (a change, a recompile).
         self._betas, self._eps = group["betas"], group["eps"]
         self._policy = on_nonfinite
+        self._sum_gradients = sum_gradients
         # The gradients' bucket plan: the parameters stand in for their gradients (same
         # shapes, dtypes, devices), and every parameter gets a gradient in a functional step.
         plan = bucket_tensors(groups)
@@ -158,6 +162,8 @@ class CompiledStep:
         batch: Any,
     ) -> tuple[Scalars, StepMeasurement, torch.Tensor, torch.Tensor | None]:
         grads, (_, scalars) = grad_and_value(self._loss_fn, has_aux=True)(params, batch)
+        if self._sum_gradients is not None:
+            grads = tuple(self._sum_gradients(list(grads)))
         buckets = tuple([grads[i] for i in bucket] for bucket in self._order)
         # Clips the gradients in place (the tensors of ``grads``).
         measured = self._collector.measure_and_clip_(

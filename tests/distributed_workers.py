@@ -21,7 +21,7 @@ from esper.simic.testing import compose_settings
 OBS_DIM, NUM_ENVS, NUM_STEPS = 4, 4, 16
 
 
-def settings_for(overrides: list[str]):  # noqa: ANN201 (SimicConfig)
+def settings_for(overrides: list[str]):
     """A learner config whose one minibatch is the whole rollout (the split is then exact)."""
     return compose_settings(
         [
@@ -35,7 +35,7 @@ def settings_for(overrides: list[str]):  # noqa: ANN201 (SimicConfig)
     )[0]
 
 
-def synthetic_rollout(settings, seed: int = 0) -> Rollout:  # noqa: ANN001
+def synthetic_rollout(settings, seed: int = 0) -> Rollout:
     """A rollout of random steps with episode ends, for the policy ``settings`` builds."""
     gen = torch.Generator().manual_seed(seed)
     shape = (NUM_STEPS, NUM_ENVS)
@@ -72,7 +72,7 @@ def env_columns(rollout: Rollout, start: int, stop: int) -> Rollout:
     return Rollout(**fields)
 
 
-def learn(settings, rollout: Rollout, data_parallel: DataParallel | None) -> dict:  # noqa: ANN001
+def learn(settings, rollout: Rollout, data_parallel: DataParallel | None) -> dict:
     """One update (two gradient steps on the whole minibatch); the weights after it."""
     torch.manual_seed(0)  # the same initial weights in every process
     policy = build_policy(settings.agent, OBS_DIM, DiscreteActions(2)).to("cpu")

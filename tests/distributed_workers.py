@@ -5,6 +5,7 @@ child processes.
 """
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -16,12 +17,13 @@ from esper.simic.agents.ppo import PPOLearner
 from esper.simic.assembly import build_batching, build_policy
 from esper.simic.distributed import local_settings
 from esper.simic.gradients import build_collector
+from esper.simic.settings import SimicConfig
 from esper.simic.testing import compose_settings
 
 OBS_DIM, NUM_ENVS, NUM_STEPS = 4, 4, 16
 
 
-def settings_for(overrides: list[str]):
+def settings_for(overrides: list[str]) -> SimicConfig:
     """A learner config whose one minibatch is the whole rollout (the split is then exact)."""
     return compose_settings(
         [
@@ -35,7 +37,7 @@ def settings_for(overrides: list[str]):
     )[0]
 
 
-def synthetic_rollout(settings, seed: int = 0) -> Rollout:
+def synthetic_rollout(settings: SimicConfig, seed: int = 0) -> Rollout:
     """A rollout of random steps with episode ends, for the policy ``settings`` builds."""
     gen = torch.Generator().manual_seed(seed)
     shape = (NUM_STEPS, NUM_ENVS)
@@ -72,7 +74,9 @@ def env_columns(rollout: Rollout, start: int, stop: int) -> Rollout:
     return Rollout(**fields)
 
 
-def learn(settings, rollout: Rollout, data_parallel: DataParallel | None) -> dict:
+def learn(
+    settings: SimicConfig, rollout: Rollout, data_parallel: DataParallel | None
+) -> dict[str, Any]:
     """One update (two gradient steps on the whole minibatch); the weights after it."""
     torch.manual_seed(0)  # the same initial weights in every process
     policy = build_policy(settings.agent, OBS_DIM, DiscreteActions(2)).to("cpu")

@@ -102,6 +102,15 @@ def sampling_seed(seed: int, ranks: Ranks) -> int:
     return seed + ranks.rank * RANK_SEED_STRIDE
 
 
+def lost_ranks(error: RuntimeError) -> bool:
+    """Whether a collective failed because another rank died or stalled past the timeout.
+
+    NCCL raises ``DistError``; gloo reports a closed connection or a timeout as a plain
+    ``RuntimeError`` from its transport, whose message names gloo.
+    """
+    return isinstance(error, dist.DistError) or "gloo" in str(error)
+
+
 def broadcast(value: Any, ranks: Ranks) -> Any:
     """Rank 0's ``value`` on every rank (itself when alone)."""
     if not ranks.distributed:

@@ -39,16 +39,19 @@ def sweep_uses_kernel(config: DictConfig) -> bool:
 def share_run_dir(config: DictConfig, ranks: Ranks) -> None:
     """Every rank of a ``torchrun`` run writes into rank 0's run dir: a timestamped
     ``hydra.run.dir`` resolved a second apart would otherwise split the run. Rank 0 alone
-    keeps Hydra's ``.hydra/`` record; the others log to ``<job>.rank<k>.log`` beside it."""
+    keeps Hydra's ``.hydra/`` record and logs to the console; the others log to
+    ``<job>.rank<k>.log`` beside it."""
     run_dir = distributed.broadcast(str(config.hydra.run.dir), ranks)
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.run.dir = run_dir
         if not ranks.main:
             config.hydra.output_subdir = None
-            if OmegaConf.select(config, "hydra.job_logging.handlers.file") is not None:
-                config.hydra.job_logging.handlers.file.filename = (
+            logging = config.hydra.job_logging
+            if OmegaConf.select(logging, "handlers.file") is not None:
+                logging.handlers.file.filename = (
                     f"{run_dir}/{config.hydra.job.name}.rank{ranks.rank}.log"
                 )
+                logging.root.handlers = ["file"]  # rank 0 alone writes to the console
 
 
 class Door(Callback):

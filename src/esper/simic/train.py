@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import math
 import random
+import re
 import sys
 import time
 from collections import deque
@@ -534,15 +535,19 @@ def train(
                 )
                 trainer.restore(point)
             return trainer.run(stop)
-        except torch.distributed.DistError as error:
-            raise RanksLostError(ranks_lost_message(error, ranks, run)) from error
+        except RuntimeError as error:
+            if ranks.distributed and distributed.lost_ranks(error):
+                raise RanksLostError(ranks_lost_message(error, ranks, run)) from error
+            raise
         finally:
             trainer.close()
 
 
 def ranks_lost_message(error: Exception, ranks: Ranks, run: RunDir) -> str:
     """One line: which rank saw what, and the checkpoint the run continues from."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    # gloo prefixes its source location and appends advice: keep what happened.
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0] or type(error).__name__
     return (
         f"rank {ranks.rank} of {ranks.world_size}: lost the other ranks ({detail}); "
         f"resume={run.path} continues from its newest checkpoint"

@@ -6,10 +6,12 @@ without the windows kernel, an observation space the agents cannot take), and th
 that came with the one PPO core (window minibatch shapes, the moved ``on_nonfinite`` key).
 """
 
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 EXIT_CONFIG_ERROR = 2
 BAD_INPUTS = {
@@ -104,6 +106,63 @@ def test_bad_input_stops_with_one_line_and_creates_nothing(overrides, message, t
         capture_output=True,
         text=True,
         timeout=180,
+    )
+    assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("esper.simic: config error: ")
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+TWO_RANKS = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+"""What torchrun exports to rank 0 of two: the door refuses before joining the group."""
+BAD_DISTRIBUTED_INPUTS = {
+    "envs-not-split-evenly": (
+        TWO_RANKS,
+        ["+experiment=cartpole_ppo", "env.num_envs=3", "agent.minibatch_size=96"],
+        "env.num_envs=3 is split over the 2 processes of this run and must be a multiple of 2: "
+        "set env.num_envs=2 or start another number",
+    ),
+    "minibatch-not-split-evenly": (
+        TWO_RANKS,
+        ["+experiment=cartpole_ppo", "env.num_envs=6", "agent.minibatch_size=3"],
+        "agent.minibatch_size=3 is split over the 2 processes of this run and must be a "
+        "multiple of 2",
+    ),
+    "recurrent-minibatch-counts-would-differ": (
+        TWO_RANKS,
+        ["+experiment=stateless_cartpole_rppo", "agent.minibatch_size=96"],
+        "recurrent PPO over 2 processes: each takes agent.minibatch_size / 2 = 48 steps of its "
+        "128-step rollout per minibatch, which must divide 128",
+    ),
+    "sweep-under-torchrun": (
+        TWO_RANKS,
+        ["-m", "seed=0,1"],
+        "a sweep (-m) under torchrun is not supported",
+    ),
+    "nccl-without-cuda": (
+        {},
+        ["distributed.backend=nccl"],
+        "distributed.backend=nccl runs on CUDA GPUs only, here trainer.device=cpu",
+    ),
+}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="NCCL's refusal is about CPU machines")
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    BAD_DISTRIBUTED_INPUTS.values(),
+    ids=BAD_DISTRIBUTED_INPUTS.keys(),
+)
+def test_bad_distributed_input_stops_with_one_line(env, overrides, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "esper.simic", *overrides, "logger=none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **env},
     )
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -170,3 +170,18 @@ def test_cuda_run_checkpoints_its_cuda_rng_and_resumes_deterministically(tiny, t
     for name, tensor in final_a["policy"].items():
         assert torch.equal(tensor, final_b["policy"][name]), name
     assert torch.equal(final_a["rng"]["cuda"][0], final_b["rng"]["cuda"][0])
+
+
+def test_resume_at_another_world_size_is_refused(tiny, tmp_path):
+    """Each rank's RNGs and env seeds are the checkpoint's: a run continues on as many
+    processes as trained it (the door says how many)."""
+    overrides = killed_run(tiny, tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "checkpoint_0000006.pt")
+    assert state["world_size"] == 1
+    for name in ("checkpoint_0000004.pt", "checkpoint_0000006.pt"):
+        path = tmp_path / "checkpoints" / name
+        saved = load_checkpoint(path)
+        saved["world_size"] = 2
+        save_checkpoint(saved, path)
+    with pytest.raises(ResumeError, match=r"trained by 2 process\(es\) and this resume starts 1"):
+        run_training(overrides, tmp_path)

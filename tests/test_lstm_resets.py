@@ -1,6 +1,7 @@
 """agent.rnn.impl=esper: the LSTM kernel that resets the state inside a sequence, the window
 layout it trains on, and its compiled gradient step."""
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -32,12 +33,14 @@ OBS_DIM = 3
 NETWORK = NetworkConfig(actor_hidden=[16], critic_hidden=[8], ortho_init=False)
 
 
-def make_policy(shared_core: bool, num_layers: int = 2, learned: bool = False):
+def make_policy(
+    shared_core: bool, num_layers: int = 2, learned: bool = False, network: NetworkConfig = NETWORK
+):
     torch.manual_seed(0)
     rnn = RNNConfig(
         hidden_size=8, num_layers=num_layers, shared_core=shared_core, learned_initial_state=learned
     )
-    policy = RecurrentActorCritic(OBS_DIM, DiscreteActions(3), NETWORK, rnn)
+    policy = RecurrentActorCritic(OBS_DIM, DiscreteActions(3), network, rnn)
     if learned:
         with torch.no_grad():
             policy.initial_h.normal_()
@@ -250,12 +253,15 @@ def test_window_layout_cuts_every_seq_len_steps_and_marks_episode_starts():
         build_window_layout(dones, torch.tensor([True, False]), seq_len=0)
 
 
-def learner(compile_step: bool) -> tuple[PPOLearner, Rollout]:
-    policy = make_policy(shared_core=False, num_layers=1, learned=True)
-    rnn = RNNConfig(hidden_size=8, shared_core=False, impl=RNNImpl.esper)
+def learner(
+    compile_step: bool, shared_core: bool = False, shared_trunk: bool = False
+) -> tuple[PPOLearner, Rollout]:
+    network = dataclasses.replace(NETWORK, shared_trunk=shared_trunk)
+    policy = make_policy(shared_core, num_layers=1, learned=True, network=network)
+    rnn = RNNConfig(hidden_size=8, shared_core=shared_core, impl=RNNImpl.esper)
     config = AgentConfig(
         name="recurrent_ppo", minibatch_size=32, update_epochs=2, learning_rate=3e-3,
-        compile=compile_step, rnn=rnn, seq_len=8,
+        compile=compile_step, network=network, rnn=rnn, seq_len=8,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(1)
     steps, envs = 16, 4
@@ -279,7 +285,14 @@ def learner(compile_step: bool) -> tuple[PPOLearner, Rollout]:
 
 
 @needs_compile
-def test_compiled_recurrent_step_matches_the_eager_step():
-    """Two updates, eager against compiled: same weights, Adam moments and metrics."""
-    (eager, chunks), (compiled, _) = learner(False), learner(True)
+@pytest.mark.parametrize(
+    ("shared_core", "shared_trunk"),
+    [(False, False), (True, False), (False, True)],
+    ids=["separate", "shared-core", "shared-encoder"],
+)
+def test_compiled_recurrent_step_matches_the_eager_step(shared_core, shared_trunk, implementation):
+    """Two updates, eager against compiled, on either kernel: same weights, Adam moments and
+    metrics. A shared core or encoder is one module under two names in the policy."""
+    eager, chunks = learner(False, shared_core, shared_trunk)
+    compiled, _ = learner(True, shared_core, shared_trunk)
     assert_same_update(eager, compiled, chunks)

@@ -227,7 +227,12 @@ class PPOLearner:
         """The minibatch loss as a function of the parameters, for ``torch.func``."""
         batch = self.batching.take(minibatch.batch, minibatch.index)
         parameters = dict(zip(self._names, params, strict=True))
-        return self._loss(functional_call(self.policy, parameters, (batch,)), batch)
+        # tie_weights=False: a shared core or encoder is one module under two names, so the
+        # names above already reach every use of its one slot. Tying would swap that slot
+        # twice and leave the traced tensor in the policy (pytorch#164759), which the compiled
+        # step returns and AOT autograd rejects; no policy ties a Parameter into two modules.
+        output = functional_call(self.policy, parameters, (batch,), tie_weights=False)
+        return self._loss(output, batch)
 
     def _gradient_step(
         self, batch: TrainingBatch, index: torch.Tensor

@@ -32,13 +32,11 @@ CASES = {
         "agent=recurrent_ppo",
         "agent.seq_len=4",
         "agent.rnn.type=gru",
-        "agent.rnn.shared_core=false",
     ],
     "lstm, esper windows, compiled": [
         "agent=recurrent_ppo",
         "agent.seq_len=4",
         "agent.rnn.impl=esper",
-        "agent.rnn.shared_core=false",
         "agent.compile=true",
     ],
 }

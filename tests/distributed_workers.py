@@ -7,15 +7,17 @@ child processes.
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from esper.simic.agents.batches import Rollout
 from esper.simic.agents.data_parallel import DataParallel
 from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.ppo import PPOLearner
 from esper.simic.assembly import build_batching, build_policy
-from esper.simic.distributed import local_settings
+from esper.simic.distributed import local_settings, synced_statistics
 from esper.simic.gradients import build_collector
 from esper.simic.settings import SimicConfig
 from esper.simic.testing import compose_settings
@@ -104,5 +106,25 @@ def rank_worker(rank: int, world: int, store: str, out: str, overrides: list[str
         share = NUM_ENVS // world
         rollout = env_columns(synthetic_rollout(settings), rank * share, (rank + 1) * share)
         torch.save(learn(settings, rollout, DataParallel()), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def statistics_batches(seed: int = 0) -> list[np.ndarray]:
+    """Three batches of 6 two-feature observations, rows of both ranks together."""
+    rng = np.random.default_rng(seed)
+    return [rng.normal(loc=i, scale=1 + i, size=(6, 2)) for i in range(3)]
+
+
+def statistics_worker(rank: int, world: int, store: str, out: str) -> None:
+    """Rank ``rank`` folds its rows of each batch into synced statistics."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        statistics = synced_statistics(RunningMeanStd(shape=(2,)))
+        share = 6 // world
+        for batch in statistics_batches():
+            statistics.update(batch[rank * share : (rank + 1) * share])
+        state = {"mean": statistics.mean, "var": statistics.var, "count": statistics.count}
+        torch.save(state, Path(out) / f"stats{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -6,6 +6,7 @@ the same steps; the ranks normalise advantages with the whole minibatch's moment
 their losses by their share of its valid steps and sum their gradients before clipping.
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -15,8 +16,11 @@ from distributed_workers import (
     learn,
     rank_worker,
     settings_for,
+    statistics_batches,
+    statistics_worker,
     synthetic_rollout,
 )
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from esper.simic.agents.heads import DiscreteActions
 from esper.simic.assembly import build_policy
@@ -78,3 +82,17 @@ def test_the_update_moves_the_weights():
     after = learn(settings, synthetic_rollout(settings), data_parallel=None)["weights"]
     moved = sum(float((after[k] - initial[k]).abs().sum()) for k in initial)
     assert moved > 1e-3
+
+
+def test_synced_normaliser_statistics_are_those_of_all_ranks_rows(tmp_path):
+    """Observation and reward normalisers on two ranks hold the statistics one process
+    stepping every env would have."""
+    single = RunningMeanStd(shape=(2,))
+    for batch in statistics_batches():
+        single.update(batch)
+    mp.spawn(statistics_worker, args=(WORLD, str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD)
+    for rank in range(WORLD):
+        state = torch.load(tmp_path / f"stats{rank}.pt", weights_only=False)
+        np.testing.assert_allclose(state["mean"], single.mean, rtol=1e-12)
+        np.testing.assert_allclose(state["var"], single.var, rtol=1e-10)
+        assert state["count"] == pytest.approx(single.count)

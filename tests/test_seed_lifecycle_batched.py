@@ -101,6 +101,11 @@ BATCHED = ["env=seed_lifecycle", "env.vectorization=batched"]
             "env.vectorization=batched takes no env.max_episode_steps (got 10): "
             "set env.kwargs.max_epochs instead",
         ),
+        (
+            [*BATCHED, "++env.kwargs.host=mlp", "env.normalize_obs=true"],
+            "env.vectorization=batched keeps observations on trainer.device, where "
+            "env.normalize_obs (NumPy statistics) cannot run: set env.normalize_obs=false",
+        ),
     ],
 )
 def test_batching_what_cannot_batch_is_one_line_at_the_door(overrides, message):

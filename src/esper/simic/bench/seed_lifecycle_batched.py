@@ -12,6 +12,7 @@ import time
 from typing import Any, Final, NamedTuple
 
 import numpy as np
+import torch
 
 from esper.simic.envs.factory import make_vector_env
 from esper.simic.envs.seed_lifecycle import SeedLifecycleEnv
@@ -52,20 +53,25 @@ def vector_steps_per_second(
         for i, policy in enumerate(policies):
             policy.reset(template, seed + i)
         obs, info = envs.reset(seed=seed)
+        # A batched env steps in tensors on its device, as training drives it.
+        tensors = isinstance(obs, torch.Tensor)
         elapsed = 0.0
         for _ in range(steps):
+            obs, masks = _numpy(obs), _numpy(info["action_mask"])
             actions = np.stack(
-                [
-                    policy.act(obs[i], {"action_mask": info["action_mask"][i]})
-                    for i, policy in enumerate(policies)
-                ]
+                [policy.act(obs[i], {"action_mask": masks[i]}) for i, policy in enumerate(policies)]
             )
+            env_actions = torch.as_tensor(actions, device=device) if tensors else actions
             start = time.perf_counter()
-            obs, _, _, _, info = envs.step(actions)
+            obs, _, _, _, info = envs.step(env_actions)
             elapsed += time.perf_counter() - start
     finally:
         envs.close()
     return steps * num_envs / elapsed
+
+
+def _numpy(batch: np.ndarray | torch.Tensor) -> np.ndarray:
+    return batch.cpu().numpy() if isinstance(batch, torch.Tensor) else batch
 
 
 def throughput_table(steps: int, device: str = "cpu") -> list[Row]:

@@ -42,6 +42,7 @@ from esper.simic.envs.seed_lifecycle.mlp_host import (
     DEPTH,
     STEPS_PER_EPOCH,
     TRAIN_SIZE,
+    MlpTask,
     build_host,
     gradient_health,
     make_dataset,
@@ -154,17 +155,17 @@ def _groups(
 class BatchedMlpHost:
     """N real hosts with their seeds: ``host="mlp"`` for a whole vector env at once."""
 
-    def __init__(self, num_envs: int, num_slots: int, device: torch.device) -> None:
-        self.num_envs, self.num_slots, self.device = num_envs, num_slots, device
-        data = make_dataset()
+    def __init__(self, num_envs: int, num_slots: int, device: torch.device, task: MlpTask) -> None:
+        self.num_envs, self.num_slots, self.device, self._task = num_envs, num_slots, device, task
+        data = make_dataset(task)
         self._x_train, self._y_train, self._x_val, self._y_val = (t.to(device) for t in data)
         self._gens = [torch.Generator() for _ in range(num_envs)]
-        layers, head = build_host(torch.Generator().manual_seed(0))
+        layers, head = build_host(torch.Generator().manual_seed(0), task)
         self._host_template = nn.ModuleDict({"layers": layers, "head": head})
         self._host = WeightBank(self._host_template, num_envs, device)
         self.host_params = sum(p.numel() for p in self._host_template.parameters())
         self._seed_templates = [
-            make_seed_module(b, torch.Generator()) for b in range(len(BLUEPRINTS))
+            make_seed_module(b, torch.Generator(), task.width) for b in range(len(BLUEPRINTS))
         ]
         self._seed_sizes = [sum(p.numel() for p in t.parameters()) for t in self._seed_templates]
         # Banks are made on first use: (slot, blueprint) -> stacked weights of all envs.
@@ -177,14 +178,14 @@ class BatchedMlpHost:
         """Fresh host weights for ``env`` and no seeds, drawn as :class:`MlpHost` draws them."""
         gen = self._gens[env]
         gen.manual_seed(int(rng.integers(2**62)))
-        layers, head = build_host(gen)
+        layers, head = build_host(gen, self._task)
         self._host.write(env, nn.ModuleDict({"layers": layers, "head": head}))
         self._blueprint[env] = [None] * self.num_slots
 
     @own_autograd
     def germinate(self, env: int, slot: int, blueprint: int) -> None:
         """Write a freshly initialised seed of ``blueprint`` into ``env``'s row of the bank."""
-        module = make_seed_module(blueprint, self._gens[env])
+        module = make_seed_module(blueprint, self._gens[env], self._task.width)
         key = (slot, blueprint)
         if key not in self._banks:
             self._banks[key] = WeightBank(

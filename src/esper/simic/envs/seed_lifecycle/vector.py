@@ -27,6 +27,7 @@ from esper.simic.envs.seed_lifecycle.constants import BATCHED_HOSTS, DEFAULT_NUM
 from esper.simic.envs.seed_lifecycle.env import SeedLifecycleEnv
 from esper.simic.envs.seed_lifecycle.host import Evaluation
 from esper.simic.envs.seed_lifecycle.lifecycle import Seed
+from esper.simic.envs.seed_lifecycle.mlp_host import MLP_TASKS
 
 # What the env returns: NumPy arrays, or tensors on its device with ``tensors=True``.
 Batch = NDArray[Any] | torch.Tensor
@@ -88,7 +89,8 @@ class SeedLifecycleVectorEnv(VectorEnv):
         self.device = torch.device(device)
         self.tensors = tensors
         num_slots = env_kwargs.get("num_slots", DEFAULT_NUM_SLOTS)
-        self.host = BatchedMlpHost(num_envs, num_slots, self.device)
+        task = MLP_TASKS[env_kwargs.get("mlp_task", "baseline")]
+        self.host = BatchedMlpHost(num_envs, num_slots, self.device, task)
         self.envs = [
             SeedLifecycleEnv(host=_HostRow(self.host, i), **env_kwargs) for i in range(num_envs)
         ]

@@ -225,7 +225,11 @@ class BatchedMlpHost:
                     mixed = h_in + (out - out.detach())
                 else:  # host and seed co-adapt
                     mixed = _Blend.apply(h_in, _seed_forward(kind, params, h_in), group.alpha)
-                h = h.index_copy(0, group.positions, mixed)
+                # Validation (no grad) writes in place; training needs autograd's copy.
+                if torch.is_grad_enabled():
+                    h = h.index_copy(0, group.positions, mixed)
+                else:
+                    h.index_copy_(0, group.positions, mixed)
         return _linear(h, host["head.weight"], host["head.bias"])
 
     @own_autograd
@@ -246,12 +250,15 @@ class BatchedMlpHost:
         ]
         groups = _groups(trained, envs, self.device)
         grad_sq = torch.zeros(len(envs), self.num_slots, dtype=torch.float64, device=self.device)
+        # The epoch's rows are gathered once and written back after its steps.
+        host_bank = self._host.gather(rows)
+        seed_banks = [self._banks[(g.slot, g.blueprint)].gather(g.envs) for g in groups]
         for _ in range(STEPS_PER_EPOCH):
             idx = torch.stack(
                 [torch.randint(0, TRAIN_SIZE, (BATCH_SIZE,), generator=self._gens[e]) for e in envs]
             ).to(self.device)
-            host = self._host.take(rows)
-            seed_params = [self._banks[(g.slot, g.blueprint)].take(g.envs) for g in groups]
+            host = host_bank.take()
+            seed_params = [bank.take() for bank in seed_banks]
             logits = self._forward(host, self._x_train[idx], groups, seed_params)
             losses = F.cross_entropy(
                 logits.flatten(0, 1), self._y_train[idx].flatten(), reduction="none"
@@ -261,9 +268,12 @@ class BatchedMlpHost:
                 for group, params in zip(groups, seed_params, strict=True):
                     sq = sum(_row_sq_norm(p.grad) for p in params.values())
                     grad_sq[group.positions, group.slot] += sq
-            self._host.adam_step(rows, host)
-            for group, params in zip(groups, seed_params, strict=True):
-                self._banks[(group.slot, group.blueprint)].adam_step(group.envs, params)
+            host_bank.adam_step(host)
+            for bank, params in zip(seed_banks, seed_params, strict=True):
+                bank.adam_step(params)
+        self._host.scatter(rows, host_bank)
+        for group, bank in zip(groups, seed_banks, strict=True):
+            self._banks[(group.slot, group.blueprint)].scatter(group.envs, bank)
         grad_sq_host = grad_sq.cpu().tolist()
         return [
             [
@@ -294,7 +304,8 @@ class BatchedMlpHost:
             for key in keys:
                 networks.setdefault((i, key), len(networks))
             wanted.append(keys)
-        accuracy, loss = self._validate(envs, seeds, list(networks))
+        as_is = {networks[(i, keys[0])] for i, keys in enumerate(wanted)}
+        accuracy, loss = self._validate(envs, seeds, list(networks), as_is)
         evaluations = []
         for i, keys in enumerate(wanted):
             acc = iter(accuracy[networks[(i, key)]] for key in keys)
@@ -315,10 +326,13 @@ class BatchedMlpHost:
         envs: Sequence[int],
         seeds: Sequence[Sequence[Seed | None]],
         networks: list[_Network],
-    ) -> tuple[list[float], list[float]]:
-        """Accuracy (%) and loss of each (env position, seeds off) network on the val set."""
-        correct, loss = [], []
-        for chunk in _chunks(networks, EVAL_CHUNK):
+        with_loss: set[int],
+    ) -> tuple[list[float], dict[int, float]]:
+        """Accuracy (%) of each (env position, seeds off) network on the val set, and the
+        loss of those at the indices ``with_loss`` (the observation reads only the loss
+        of the network as it is)."""
+        correct, loss, loss_at = [], [], []
+        for start, chunk in enumerate(_chunks(networks, EVAL_CHUNK)):
             chunk_envs = [envs[i] for i, _ in chunk]
             running = [
                 [
@@ -336,17 +350,21 @@ class BatchedMlpHost:
             params = [self._banks[(g.slot, g.blueprint)].view(g.envs) for g in groups]
             logits = self._forward(host, self._x_val, groups, params)
             correct.append((logits.argmax(dim=2) == self._y_val).float().mean(dim=1))
+            first = start * EVAL_CHUNK
+            rows = [j for j in range(len(chunk)) if first + j in with_loss]
+            loss_at += [first + j for j in rows]
             # Classes on dim 1, samples contiguous: log-softmax vectorises across samples
             # (a 10-wide last dim cost ~3x more here).
             losses = F.cross_entropy(
-                logits.transpose(1, 2).contiguous(),
-                self._y_val.expand(len(chunk), -1),
+                logits[rows].transpose(1, 2).contiguous(),
+                self._y_val.expand(len(rows), -1),
                 reduction="none",
             )
             loss.append(losses.mean(dim=1))
         # One device-to-host copy per epoch; float32 fractions to float, then %, as MlpHost.
         fractions = torch.cat(correct).cpu().tolist()
-        return [f * 100.0 for f in fractions], torch.cat(loss).cpu().tolist()
+        losses_host = torch.cat(loss).cpu().tolist()
+        return [f * 100.0 for f in fractions], dict(zip(loss_at, losses_host, strict=True))
 
 
 def _row_sq_norm(grad: torch.Tensor | None) -> torch.Tensor:

@@ -3,6 +3,7 @@
 python scripts/bench_seed_lifecycle_batched.py                 # CPU, one torch thread
 python scripts/bench_seed_lifecycle_batched.py --device cuda   # the batched rows on a GPU
 python scripts/bench_seed_lifecycle_batched.py --reference 32  # reference policies, 32 seeds
+python scripts/bench_seed_lifecycle_batched.py --reference 32 --mlp-task impaired
 """
 
 import argparse
@@ -15,6 +16,7 @@ from esper.simic.bench.seed_lifecycle_batched import (
     table_markdown,
     throughput_table,
 )
+from esper.simic.envs.seed_lifecycle.constants import MLP_TASK_NAMES
 
 
 def main() -> None:
@@ -26,6 +28,7 @@ def main() -> None:
         "--reference", type=int, default=0, help="play the reference policies on this many seeds"
     )
     parser.add_argument("--reward", default="sparse", choices=("shaped", "sparse"))
+    parser.add_argument("--mlp-task", default="baseline", choices=MLP_TASK_NAMES)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -33,7 +36,7 @@ def main() -> None:
         f"torch thread(s), batched host on {args.device}, {args.steps} steps per row"
     )
     if args.reference:
-        print(reference_markdown(args.reference, args.reward, args.device))
+        print(reference_markdown(args.reference, args.reward, args.device, args.mlp_task))
     else:
         print(table_markdown(throughput_table(args.steps, args.device)))
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from esper.simic.envs.scoring import reference_score
-from esper.simic.envs.seed_lifecycle import normalized_score
+from esper.simic.envs.seed_lifecycle import REAL_HOST_REFERENCE_RETURNS, normalized_score
 from esper.simic.settings import EnvConfig
 from esper.simic.testing import run_training
 
@@ -38,6 +38,17 @@ def test_reference_score_only_where_the_table_applies():
     assert reference_score(EnvConfig(id="CartPole-v1")) is None
     assert reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"num_slots": 2})) is None
     assert reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"reward": "escrow"})) is None
+    real_host = {"host": "mlp", "reward": "sparse"}
+    assert reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs=real_host)) is None
+    impaired = reference_score(
+        EnvConfig(id=SEED_LIFECYCLE, kwargs={**real_host, "mlp_task": "impaired"})
+    )
+    assert impaired is not None
+    heuristic, random = (
+        REAL_HOST_REFERENCE_RETURNS["heuristic"],
+        REAL_HOST_REFERENCE_RETURNS["random"],
+    )
+    assert impaired(heuristic) == pytest.approx(1.0) and impaired(random) == pytest.approx(0.0)
     score = reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"difficulty": "hard"}))
     assert score is not None
     assert score(12.5) == pytest.approx(normalized_score(12.5, "hard"))

@@ -49,9 +49,11 @@ def readings(env: SeedLifecycleEnv) -> list[float]:
     return values
 
 
-@pytest.mark.parametrize("num_envs", [1, 3, 8])
-def test_batched_host_gives_every_env_the_per_env_hosts_numbers(one_thread, num_envs):
-    kwargs = {"host": "mlp", "max_epochs": MAX_EPOCHS}
+@pytest.mark.parametrize(
+    ("num_envs", "mlp_task"), [(1, "baseline"), (3, "baseline"), (8, "baseline"), (3, "impaired")]
+)
+def test_batched_host_gives_every_env_the_per_env_hosts_numbers(one_thread, num_envs, mlp_task):
+    kwargs = {"host": "mlp", "max_epochs": MAX_EPOCHS, "mlp_task": mlp_task}
     batched = SeedLifecycleVectorEnv(num_envs, **kwargs)
     single = [SeedLifecycleEnv(**kwargs) for _ in range(num_envs)]
     obs, _ = batched.reset(seed=7)
@@ -100,6 +102,11 @@ BATCHED = ["env=seed_lifecycle", "env.vectorization=batched"]
             [*BATCHED, "++env.kwargs.host=mlp", "env.max_episode_steps=10"],
             "env.vectorization=batched takes no env.max_episode_steps (got 10): "
             "set env.kwargs.max_epochs instead",
+        ),
+        (
+            [*BATCHED, "++env.kwargs.host=mlp", "env.normalize_obs=true"],
+            "env.vectorization=batched keeps observations on trainer.device, where "
+            "env.normalize_obs (NumPy statistics) cannot run: set env.normalize_obs=false",
         ),
     ],
 )

@@ -66,6 +66,8 @@ def test_spaces_and_kwargs_through_gym_make():
         ({"max_epochs": 2.5}, "max_epochs must be a positive int"),
         ({"reward": "dense"}, r"reward must be one of \['shaped', 'escrow', 'sparse'\]"),
         ({"host": "resnet"}, r"host must be one of \['surrogate', 'mlp'\]"),
+        ({"mlp_task": "cifar"}, r"mlp_task must be one of \['baseline', 'impaired'\]"),
+        ({"mlp_task": "impaired"}, r"mlp_task='impaired' is the real host's task: set host='mlp'"),
     ],
 )
 def test_bad_kwargs_name_the_argument_and_allowed_values(kwargs, message):

@@ -319,6 +319,11 @@ def check_batched(env: EnvConfig, device: str) -> None:
             f"{batched} steps every env in one computation, so per-env env.wrappers cannot "
             "apply: drop env.wrappers or set env.vectorization=sync or async"
         )
+    if env.normalize_obs:
+        raise ConfigError(
+            f"{batched} keeps observations on trainer.device, where env.normalize_obs "
+            "(NumPy statistics) cannot run: set env.normalize_obs=false"
+        )
     if env.max_episode_steps is not None:
         raise ConfigError(
             f"{batched} takes no env.max_episode_steps (got {env.max_episode_steps}): set "

@@ -5,9 +5,15 @@ writes into slots instead of growing Python lists of tensors. Every policy carri
 across steps and rollouts (empty for a feed-forward one) that is reset where episodes
 start; the storage keeps the state before every step so that training can replay any
 chunk. Evaluation steps the policy through the same acting path as the rollout.
+
+Two kinds of vector env: every gymnasium env speaks NumPy, and its arrays become tensors
+here; a tensor env (the batched seed-lifecycle env, ``envs.tensor_wrappers``) takes the
+action tensor and returns tensors on its device, which stay there: no per-step copy to
+the host and back, and its finished episodes are read back once per rollout.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -25,7 +31,16 @@ ACTION_MASK_KEY = "action_mask"
 
 def _info_mask(info: dict, device: torch.device) -> torch.Tensor | None:
     mask = info.get(ACTION_MASK_KEY)
-    return None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
+    if mask is None:
+        return None
+    if isinstance(mask, torch.Tensor):
+        return mask.to(device)  # a tensor env's: no copy on its own device
+    return torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
+
+
+def _env_actions(action: torch.Tensor, tensors: bool) -> torch.Tensor | np.ndarray:
+    """The policy's actions as the env takes them: the tensor itself, or a NumPy copy."""
+    return action if tensors else action.cpu().numpy()
 
 
 def _check_log_probs(logp: torch.Tensor) -> None:
@@ -95,13 +110,36 @@ class EpisodeStats:
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
 
+
+class EpisodeRecorder:
+    """Keeps each step's episode-statistics entries and reads the finished ones once.
+
+    The entries are gymnasium's ``RecordEpisodeStatistics`` arrays or a tensor env's
+    tensors (``TensorEpisodeStatistics``); either way they are stacked and masked at the
+    end of the rollout, in step-then-env order, so a device is synchronised once.
+    """
+
+    def __init__(self) -> None:
+        self._returns: list[Any] = []  # [N] per step with an ``episode`` entry
+        self._lengths: list[Any] = []
+        self._finished: list[Any] = []
+
     def record(self, info: dict) -> None:
-        """Read gymnasium's ``RecordEpisodeStatistics`` entries for envs that finished."""
-        if "episode" not in info:
-            return
-        finished = info["_episode"]
-        self.returns.extend(info["episode"]["r"][finished].tolist())
-        self.lengths.extend(info["episode"]["l"][finished].tolist())
+        """Keep the step's ``episode`` entries (present where some env finished)."""
+        if "episode" in info:
+            self._returns.append(info["episode"]["r"])
+            self._lengths.append(info["episode"]["l"])
+            self._finished.append(info["_episode"])
+
+    def stats(self) -> EpisodeStats:
+        """The finished episodes' returns and lengths."""
+        if not self._finished:
+            return EpisodeStats()
+        stack = torch.stack if isinstance(self._finished[0], torch.Tensor) else np.stack
+        finished = stack(self._finished)
+        return EpisodeStats(
+            stack(self._returns)[finished].tolist(), stack(self._lengths)[finished].tolist()
+        )
 
 
 class RolloutRunner:
@@ -131,12 +169,13 @@ class RolloutRunner:
     def restart(self, seed: int) -> None:
         """Begin fresh episodes (at the start, and after a resume: env state is not saved)."""
         obs, info = self.envs.reset(seed=seed)
+        self.env_tensors = isinstance(obs, torch.Tensor)
         self.next_obs = self._tensor(self.normalizer(obs, update=True))
         self.next_mask = _info_mask(info, self.device)
         self.episode_start = torch.ones(self.envs.num_envs, dtype=torch.bool, device=self.device)
         self.state = self.policy.initial_state(self.envs.num_envs)
 
-    def _tensor(self, obs: np.ndarray) -> torch.Tensor:
+    def _tensor(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
 
     def collect(self) -> tuple[Rollout, EpisodeStats]:
@@ -153,18 +192,23 @@ class RolloutRunner:
     def _run(self) -> tuple[torch.Tensor, torch.Tensor, EpisodeStats]:
         """Step the envs ``T`` times.
 
-        Per step only what the next step needs becomes a tensor: rewards and episode ends
-        stay NumPy rows, actions, log-probabilities, values and states a list, and each
-        field is copied into the storage once at the end. At CartPole's size a tensor
-        conversion or slot write costs about as much as a layer of the policy.
+        Per step only what the next step needs becomes a tensor: a NumPy env's rewards and
+        episode ends stay NumPy rows (a tensor env's stay its tensors), actions,
+        log-probabilities, values and states a list, and each field is copied into the
+        storage once at the end. At CartPole's size a tensor conversion or slot write
+        costs about as much as a layer of the policy.
         """
-        storage, episodes = self.storage, EpisodeStats()
+        storage, episodes = self.storage, EpisodeRecorder()
         num_steps = storage.obs.shape[0]
         obs_slots = storage.obs.unbind(0)
         act = self.policy.acting()
         actions, logps, values, states = [], [], [], []
-        rewards = np.empty(storage.rewards.shape, dtype=np.float32)
-        dones = np.empty(storage.dones.shape, dtype=bool)
+        if self.env_tensors:
+            rewards = torch.empty_like(storage.rewards)
+            dones = torch.empty_like(storage.dones)
+        else:
+            rewards = np.empty(storage.rewards.shape, dtype=np.float32)
+            dones = np.empty(storage.dones.shape, dtype=bool)
         for t in range(num_steps):
             obs_slots[t].copy_(self.next_obs)
             if storage.action_masks is not None:
@@ -176,14 +220,21 @@ class RolloutRunner:
             actions.append(action)
             logps.append(logp)
             values.append(value)
-            obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
-            rewards[t] = reward
-            if truncated.any():
-                reward_t = torch.as_tensor(rewards[t], device=self.device)
-                rewards[t] = self._bootstrap(reward_t, terminated, truncated, info).cpu().numpy()
-            np.logical_or(terminated, truncated, out=dones[t])
-            # A view of this rollout's own ``dones`` row, which no later step overwrites.
-            self.episode_start = torch.from_numpy(dones[t]).to(self.device)
+            step = self.envs.step(_env_actions(action, self.env_tensors))
+            obs, reward, terminated, truncated, info = step
+            if self.env_tensors:
+                rewards[t] = self._bootstrap_all(reward, terminated, truncated, info)
+                torch.logical_or(terminated, truncated, out=dones[t])
+                self.episode_start = dones[t]
+            else:
+                rewards[t] = reward
+                if truncated.any():
+                    reward_t = torch.as_tensor(rewards[t], device=self.device)
+                    bootstrapped = self._bootstrap(reward_t, terminated, truncated, info)
+                    rewards[t] = bootstrapped.cpu().numpy()
+                np.logical_or(terminated, truncated, out=dones[t])
+                # A view of this rollout's own ``dones`` row, which no later step overwrites.
+                self.episode_start = torch.from_numpy(dones[t]).to(self.device)
             self.next_obs = self._tensor(self.normalizer(obs, update=True))
             self.next_mask = _info_mask(info, self.device)
             episodes.record(info)
@@ -193,14 +244,36 @@ class RolloutRunner:
         storage.states_h.copy_(torch.stack([s.h for s in states]).transpose(1, 2))
         if storage.states_c is not None:
             storage.states_c.copy_(torch.stack([s.c for s in states]).transpose(1, 2))
-        storage.rewards.copy_(torch.from_numpy(rewards))
-        storage.dones.copy_(torch.from_numpy(dones))
+        storage.rewards.copy_(torch.as_tensor(rewards))
+        storage.dones.copy_(torch.as_tensor(dones))
         _check_log_probs(storage.logp)
         next_value = self.policy.value(self.next_obs, self.state, self.episode_start)
         advantages, returns = compute_gae(
             storage.rewards, storage.values, storage.dones, next_value, self.gamma, self.gae_lambda
         )
-        return advantages, returns, episodes
+        return advantages, returns, episodes.stats()
+
+    def _bootstrap_all(
+        self,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        info: dict,
+    ) -> torch.Tensor:
+        """A tensor env's rewards, bootstrapped where a time limit cut the episode.
+
+        The env says on the host whether any episode ended (``final_obs`` is in
+        ``info``); which were cut stays on the device, so every row is valued and
+        ``torch.where`` keeps the cut ones, rather than a copy deciding per step.
+        """
+        reward = reward.to(self.device, torch.float32)
+        if "final_obs" not in info:
+            return reward
+        cut = (truncated & ~terminated).to(self.device)
+        final_obs = self._tensor(self.normalizer(info["final_obs"], update=False))
+        no_reset = torch.zeros_like(cut)
+        final_values = self.policy.value(final_obs, self.state, no_reset)
+        return bootstrap_truncated(reward, cut, final_values, self.gamma)
 
     def _bootstrap(
         self, reward: torch.Tensor, terminated: np.ndarray, truncated: np.ndarray, info: dict
@@ -259,20 +332,22 @@ def evaluate(
     that comes from taking the first K episodes to finish across envs.
     """
     obs, info = envs.reset(seed=seed)
+    tensors = isinstance(obs, torch.Tensor)
     num_envs = envs.num_envs
     act = policy.acting(deterministic)
     state = policy.initial_state(num_envs)
     episode_start = torch.ones(num_envs, dtype=torch.bool, device=device)
-    returns = np.zeros(num_envs)
-    finished = np.zeros(num_envs, dtype=bool)
-    while not finished.all():
+    returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
+    finished = torch.zeros(num_envs, dtype=torch.bool, device=device)
+    # One flag read per step (whether all are done); a tensor env's rewards stay put.
+    while not bool(finished.all()):
         obs_t = torch.as_tensor(normalizer(obs, update=False), dtype=torch.float32, device=device)
         action, _, _, state = act(obs_t, state, episode_start, _info_mask(info, device))
-        obs, _, terminated, truncated, info = envs.step(action.cpu().numpy())
-        done = terminated | truncated
-        episode_start = torch.as_tensor(done, device=device)
-        ended = done & ~finished
-        if ended.any():
-            returns[ended] = info["episode"]["r"][ended]
+        obs, _, terminated, truncated, info = envs.step(_env_actions(action, tensors))
+        episode_start = torch.as_tensor(terminated | truncated, device=device)
+        if "episode" in info:
+            ended = torch.as_tensor(info["_episode"], device=device) & ~finished
+            episode_returns = torch.as_tensor(info["episode"]["r"], device=device)
+            returns = torch.where(ended, episode_returns.double(), returns)
             finished |= ended
-    return returns
+    return returns.cpu().numpy()

@@ -11,7 +11,8 @@ Then on the vector env: episode statistics, recorded on raw rewards before any
 normalisation so ``rollout/episode_return`` is the task's true return; ``Box`` actions
 clipped or squashed into their bounds, ``MultiBinary`` ones cast to int8; reward
 normalisation. Observation normalisation lives in ``normalization.py`` (see there why it
-is not a wrapper).
+is not a wrapper). A ``batched`` env steps in tensors on its device, with torch versions
+of the statistics and reward wrappers (``tensor_wrappers.py``).
 """
 
 import importlib
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.envs.registration import VectorizeMode
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import FlattenObservation
@@ -28,6 +30,7 @@ from gymnasium.wrappers import vector as vector_wrappers
 from hydra.utils import instantiate
 
 from esper.simic.envs.registration import register_esper_envs
+from esper.simic.envs.tensor_wrappers import TensorEpisodeStatistics, TensorNormalizeReward
 from esper.simic.settings import ActionBounds, EnvConfig, Vectorization
 
 W = TypeVar("W")
@@ -95,22 +98,15 @@ def make_vector_env(
     import_env_modules(config)
     count = num_envs if num_envs is not None else config.num_envs
     if config.vectorization is Vectorization["batched"]:
-        envs = gym.make_vec(
-            config.id,
-            num_envs=count,
-            vectorization_mode=VectorizeMode.VECTOR_ENTRY_POINT,
-            device=device,
-            **_make_kwargs(config),
-        )
-    else:
-        envs = gym.make_vec(
-            config.id,
-            num_envs=count,
-            vectorization_mode=config.vectorization.value,
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            wrappers=[*wrapper_functions(config), flatten_structured],
-            **_make_kwargs(config),
-        )
+        return _make_batched(config, gamma, count, torch.device(device))
+    envs = gym.make_vec(
+        config.id,
+        num_envs=count,
+        vectorization_mode=config.vectorization.value,
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        wrappers=[*wrapper_functions(config), flatten_structured],
+        **_make_kwargs(config),
+    )
     envs = vector_wrappers.RecordEpisodeStatistics(envs)
     space = envs.single_action_space
     if isinstance(space, gym.spaces.Box):
@@ -125,6 +121,29 @@ def make_vector_env(
     if config.normalize_reward:
         envs = vector_wrappers.NormalizeReward(envs, gamma=gamma)
         envs = vector_wrappers.ClipReward(envs, -config.clip_reward, config.clip_reward)
+    return envs
+
+
+def _make_batched(
+    config: EnvConfig, gamma: float, num_envs: int, device: torch.device
+) -> VectorEnv:
+    """The env's own batched vector env, stepping in tensors on ``device``, with the same
+    statistics and reward normalisation as above, computed there (:mod:`.tensor_wrappers`).
+
+    The door (``config.check_batched``) has refused what these cannot do: per-env
+    wrappers, time limits, observation normalisation.
+    """
+    envs = gym.make_vec(
+        config.id,
+        num_envs=num_envs,
+        vectorization_mode=VectorizeMode.VECTOR_ENTRY_POINT,
+        device=str(device),
+        tensors=True,
+        **_make_kwargs(config),
+    )
+    envs = TensorEpisodeStatistics(envs, device)
+    if config.normalize_reward:
+        envs = TensorNormalizeReward(envs, gamma, config.clip_reward, device)
     return envs
 
 

@@ -4,7 +4,9 @@
 R_random)``: 0 is random play, 1 is Esper's heuristic controller. The reference
 table was measured at the default slots, episode length and host, so other
 settings get no score rather than a misleading one; so does the ESCROW reward,
-under which the heuristic scores below random play.
+under which the heuristic scores below random play. The real host (``host="mlp"``) has
+its own table for SPARSE on its impaired task; on its baseline task waiting beats the
+heuristic, and the score would divide by a negative gap.
 """
 
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from esper.simic.settings import EnvConfig
 
 SEED_LIFECYCLE_ID = "esper/SeedLifecycle-v0"
 # Constructor arguments the reference table was measured with (docs/seed_lifecycle.md).
-_REFERENCE_SETTINGS = {"num_slots": 3, "max_epochs": 40, "host": "surrogate"}
+_REFERENCE_SETTINGS = {"num_slots": 3, "max_epochs": 40}
 
 
 def reference_score(env: EnvConfig) -> Callable[[float], float] | None:
@@ -27,10 +29,14 @@ def reference_score(env: EnvConfig) -> Callable[[float], float] | None:
     from esper.simic.envs.seed_lifecycle import (  # noqa: PLC0415
         REFERENCE_RETURNS_BY_REWARD,
         normalized_score,
+        real_host_normalized_score,
     )
 
     difficulty = kwargs.get("difficulty", "medium")
     reward = kwargs.get("reward", "shaped")
+    if kwargs.get("host", "surrogate") == "mlp":
+        impaired = kwargs.get("mlp_task", "baseline") == "impaired"
+        return real_host_normalized_score if impaired and reward == "sparse" else None
     if reward not in REFERENCE_RETURNS_BY_REWARD:
         return None
     return lambda episode_return: normalized_score(episode_return, difficulty, reward)

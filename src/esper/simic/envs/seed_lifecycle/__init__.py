@@ -11,7 +11,9 @@ Constructor (also through ``gym.make("esper/SeedLifecycle-v0", **kwargs)``):
 T (40); ``reward`` "shaped" (Esper's contribution reward, default) | "escrow" (its
 anti-thrash mode: a seed's attribution is paid once, as credit) | "sparse";
 ``host`` "surrogate" (closed-form, default) | "mlp" (a real network trained each
-step). A bad value raises ValueError naming the argument and the allowed values.
+step); ``mlp_task`` "baseline" (default) | "impaired", the real host's synthetic task
+(seeds pay only on the impaired one). A bad value raises ValueError naming the argument
+and the allowed values.
 
 Episodes last exactly T steps and end with ``terminated=True``, never ``truncated``:
 the run ends because host training ends, which is part of the task (the terminal
@@ -74,9 +76,11 @@ from esper.simic.envs.seed_lifecycle.masks import (
 )
 from esper.simic.envs.seed_lifecycle.policies import POLICIES, evaluate_policy, run_episode
 from esper.simic.envs.seed_lifecycle.reference import (
+    REAL_HOST_REFERENCE_RETURNS,
     REFERENCE_RETURNS,
     REFERENCE_RETURNS_BY_REWARD,
     normalized_score,
+    real_host_normalized_score,
 )
 from esper.simic.envs.seed_lifecycle.reward import (
     ESCROW_COMPONENTS,
@@ -92,6 +96,7 @@ __all__ = [
     "HEAD_RELEVANCE",
     "NUM_BLUEPRINTS",
     "POLICIES",
+    "REAL_HOST_REFERENCE_RETURNS",
     "REFERENCE_RETURNS",
     "REFERENCE_RETURNS_BY_REWARD",
     "SHAPED_COMPONENTS",
@@ -104,6 +109,7 @@ __all__ = [
     "evaluate_policy",
     "mask_size",
     "normalized_score",
+    "real_host_normalized_score",
     "run_episode",
     "split_action_mask",
 ]

@@ -37,39 +37,49 @@ class WeightBank:
             self.exp_avg_sq[name][row] = 0.0
         self.steps[row] = 0.0
 
-    def take(self, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Leaves for a training step: all rows (in place) or a gathered copy of ``rows``."""
-        return {
-            n: (p if rows is None else p[rows]).detach().requires_grad_()
-            for n, p in self.params.items()
-        }
+    def gather(self, rows: torch.Tensor | None) -> "WeightBank":
+        """The weights and Adam state of ``rows`` as a bank of their own, for an epoch's
+        steps (``None``: all rows, this bank itself); :meth:`scatter` writes them back."""
+        if rows is None:
+            return self
+        bank = WeightBank.__new__(WeightBank)
+        bank.params = {n: p[rows] for n, p in self.params.items()}
+        bank.exp_avg = {n: m[rows] for n, m in self.exp_avg.items()}
+        bank.exp_avg_sq = {n: v[rows] for n, v in self.exp_avg_sq.items()}
+        bank.steps = self.steps[rows]
+        return bank
+
+    @torch.no_grad()
+    def scatter(self, rows: torch.Tensor | None, bank: "WeightBank") -> None:
+        """Write a :meth:`gather`-ed bank back into ``rows``."""
+        if rows is None:
+            return
+        for name in self.params:
+            self.params[name][rows] = bank.params[name]
+            self.exp_avg[name][rows] = bank.exp_avg[name]
+            self.exp_avg_sq[name][rows] = bank.exp_avg_sq[name]
+        self.steps[rows] = bank.steps
+
+    def take(self) -> dict[str, torch.Tensor]:
+        """Leaves for a training step, sharing the weights' storage."""
+        return {n: p.detach().requires_grad_() for n, p in self.params.items()}
 
     def view(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weights of ``rows``, for validation."""
         return {n: p[rows] for n, p in self.params.items()}
 
     @torch.no_grad()
-    def adam_step(self, rows: torch.Tensor | None, leaves: dict[str, torch.Tensor]) -> None:
+    def adam_step(self, leaves: dict[str, torch.Tensor]) -> None:
         """torch.optim.Adam's update (foreach, non-capturable) on each row's own step count."""
-        steps = (self.steps if rows is None else self.steps[rows]) + 1.0
-        if rows is None:
-            self.steps.copy_(steps)
-        else:
-            self.steps[rows] = steps
-        step_size = (-LEARNING_RATE / (1.0 - BETA1**steps)).float()
-        bias_correction2_sqrt = (1.0 - BETA2**steps).sqrt().float()
+        self.steps += 1.0
+        step_size = (-LEARNING_RATE / (1.0 - BETA1**self.steps)).float()
+        bias_correction2_sqrt = (1.0 - BETA2**self.steps).sqrt().float()
         for name, leaf in leaves.items():
             grad = leaf.grad
             assert grad is not None
             shape = (-1,) + (1,) * (grad.dim() - 1)
-            exp_avg = self.exp_avg[name] if rows is None else self.exp_avg[name][rows]
-            exp_avg_sq = self.exp_avg_sq[name] if rows is None else self.exp_avg_sq[name][rows]
+            exp_avg, exp_avg_sq = self.exp_avg[name], self.exp_avg_sq[name]
             exp_avg.lerp_(grad, 1.0 - BETA1)
             exp_avg_sq.mul_(BETA2).addcmul_(grad, grad, value=1.0 - BETA2)
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.view(shape)).add_(ADAM_EPS)
-            param = leaf.detach()
-            param.addcdiv_(exp_avg * step_size.view(shape), denom)
-            if rows is not None:
-                self.params[name][rows] = param
-                self.exp_avg[name][rows] = exp_avg
-                self.exp_avg_sq[name][rows] = exp_avg_sq
+            leaf.detach().addcdiv_(exp_avg * step_size.view(shape), denom)

@@ -42,6 +42,7 @@ from esper.simic.envs.seed_lifecycle.mlp_host import (
     DEPTH,
     STEPS_PER_EPOCH,
     TRAIN_SIZE,
+    MlpTask,
     build_host,
     gradient_health,
     make_dataset,
@@ -154,17 +155,17 @@ def _groups(
 class BatchedMlpHost:
     """N real hosts with their seeds: ``host="mlp"`` for a whole vector env at once."""
 
-    def __init__(self, num_envs: int, num_slots: int, device: torch.device) -> None:
-        self.num_envs, self.num_slots, self.device = num_envs, num_slots, device
-        data = make_dataset()
+    def __init__(self, num_envs: int, num_slots: int, device: torch.device, task: MlpTask) -> None:
+        self.num_envs, self.num_slots, self.device, self._task = num_envs, num_slots, device, task
+        data = make_dataset(task)
         self._x_train, self._y_train, self._x_val, self._y_val = (t.to(device) for t in data)
         self._gens = [torch.Generator() for _ in range(num_envs)]
-        layers, head = build_host(torch.Generator().manual_seed(0))
+        layers, head = build_host(torch.Generator().manual_seed(0), task)
         self._host_template = nn.ModuleDict({"layers": layers, "head": head})
         self._host = WeightBank(self._host_template, num_envs, device)
         self.host_params = sum(p.numel() for p in self._host_template.parameters())
         self._seed_templates = [
-            make_seed_module(b, torch.Generator()) for b in range(len(BLUEPRINTS))
+            make_seed_module(b, torch.Generator(), task.width) for b in range(len(BLUEPRINTS))
         ]
         self._seed_sizes = [sum(p.numel() for p in t.parameters()) for t in self._seed_templates]
         # Banks are made on first use: (slot, blueprint) -> stacked weights of all envs.
@@ -177,14 +178,14 @@ class BatchedMlpHost:
         """Fresh host weights for ``env`` and no seeds, drawn as :class:`MlpHost` draws them."""
         gen = self._gens[env]
         gen.manual_seed(int(rng.integers(2**62)))
-        layers, head = build_host(gen)
+        layers, head = build_host(gen, self._task)
         self._host.write(env, nn.ModuleDict({"layers": layers, "head": head}))
         self._blueprint[env] = [None] * self.num_slots
 
     @own_autograd
     def germinate(self, env: int, slot: int, blueprint: int) -> None:
         """Write a freshly initialised seed of ``blueprint`` into ``env``'s row of the bank."""
-        module = make_seed_module(blueprint, self._gens[env])
+        module = make_seed_module(blueprint, self._gens[env], self._task.width)
         key = (slot, blueprint)
         if key not in self._banks:
             self._banks[key] = WeightBank(
@@ -224,7 +225,11 @@ class BatchedMlpHost:
                     mixed = h_in + (out - out.detach())
                 else:  # host and seed co-adapt
                     mixed = _Blend.apply(h_in, _seed_forward(kind, params, h_in), group.alpha)
-                h = h.index_copy(0, group.positions, mixed)
+                # Validation (no grad) writes in place; training needs autograd's copy.
+                if torch.is_grad_enabled():
+                    h = h.index_copy(0, group.positions, mixed)
+                else:
+                    h.index_copy_(0, group.positions, mixed)
         return _linear(h, host["head.weight"], host["head.bias"])
 
     @own_autograd
@@ -245,12 +250,15 @@ class BatchedMlpHost:
         ]
         groups = _groups(trained, envs, self.device)
         grad_sq = torch.zeros(len(envs), self.num_slots, dtype=torch.float64, device=self.device)
+        # The epoch's rows are gathered once and written back after its steps.
+        host_bank = self._host.gather(rows)
+        seed_banks = [self._banks[(g.slot, g.blueprint)].gather(g.envs) for g in groups]
         for _ in range(STEPS_PER_EPOCH):
             idx = torch.stack(
                 [torch.randint(0, TRAIN_SIZE, (BATCH_SIZE,), generator=self._gens[e]) for e in envs]
             ).to(self.device)
-            host = self._host.take(rows)
-            seed_params = [self._banks[(g.slot, g.blueprint)].take(g.envs) for g in groups]
+            host = host_bank.take()
+            seed_params = [bank.take() for bank in seed_banks]
             logits = self._forward(host, self._x_train[idx], groups, seed_params)
             losses = F.cross_entropy(
                 logits.flatten(0, 1), self._y_train[idx].flatten(), reduction="none"
@@ -260,9 +268,12 @@ class BatchedMlpHost:
                 for group, params in zip(groups, seed_params, strict=True):
                     sq = sum(_row_sq_norm(p.grad) for p in params.values())
                     grad_sq[group.positions, group.slot] += sq
-            self._host.adam_step(rows, host)
-            for group, params in zip(groups, seed_params, strict=True):
-                self._banks[(group.slot, group.blueprint)].adam_step(group.envs, params)
+            host_bank.adam_step(host)
+            for bank, params in zip(seed_banks, seed_params, strict=True):
+                bank.adam_step(params)
+        self._host.scatter(rows, host_bank)
+        for group, bank in zip(groups, seed_banks, strict=True):
+            self._banks[(group.slot, group.blueprint)].scatter(group.envs, bank)
         grad_sq_host = grad_sq.cpu().tolist()
         return [
             [
@@ -293,7 +304,8 @@ class BatchedMlpHost:
             for key in keys:
                 networks.setdefault((i, key), len(networks))
             wanted.append(keys)
-        accuracy, loss = self._validate(envs, seeds, list(networks))
+        as_is = {networks[(i, keys[0])] for i, keys in enumerate(wanted)}
+        accuracy, loss = self._validate(envs, seeds, list(networks), as_is)
         evaluations = []
         for i, keys in enumerate(wanted):
             acc = iter(accuracy[networks[(i, key)]] for key in keys)
@@ -314,10 +326,13 @@ class BatchedMlpHost:
         envs: Sequence[int],
         seeds: Sequence[Sequence[Seed | None]],
         networks: list[_Network],
-    ) -> tuple[list[float], list[float]]:
-        """Accuracy (%) and loss of each (env position, seeds off) network on the val set."""
-        correct, loss = [], []
-        for chunk in _chunks(networks, EVAL_CHUNK):
+        with_loss: set[int],
+    ) -> tuple[list[float], dict[int, float]]:
+        """Accuracy (%) of each (env position, seeds off) network on the val set, and the
+        loss of those at the indices ``with_loss`` (the observation reads only the loss
+        of the network as it is)."""
+        correct, loss, loss_at = [], [], []
+        for start, chunk in enumerate(_chunks(networks, EVAL_CHUNK)):
             chunk_envs = [envs[i] for i, _ in chunk]
             running = [
                 [
@@ -335,17 +350,21 @@ class BatchedMlpHost:
             params = [self._banks[(g.slot, g.blueprint)].view(g.envs) for g in groups]
             logits = self._forward(host, self._x_val, groups, params)
             correct.append((logits.argmax(dim=2) == self._y_val).float().mean(dim=1))
+            first = start * EVAL_CHUNK
+            rows = [j for j in range(len(chunk)) if first + j in with_loss]
+            loss_at += [first + j for j in rows]
             # Classes on dim 1, samples contiguous: log-softmax vectorises across samples
             # (a 10-wide last dim cost ~3x more here).
             losses = F.cross_entropy(
-                logits.transpose(1, 2).contiguous(),
-                self._y_val.expand(len(chunk), -1),
+                logits[rows].transpose(1, 2).contiguous(),
+                self._y_val.expand(len(rows), -1),
                 reduction="none",
             )
             loss.append(losses.mean(dim=1))
         # One device-to-host copy per epoch; float32 fractions to float, then %, as MlpHost.
         fractions = torch.cat(correct).cpu().tolist()
-        return [f * 100.0 for f in fractions], torch.cat(loss).cpu().tolist()
+        losses_host = torch.cat(loss).cpu().tolist()
+        return [f * 100.0 for f in fractions], dict(zip(loss_at, losses_host, strict=True))
 
 
 def _row_sq_norm(grad: torch.Tensor | None) -> torch.Tensor:

@@ -130,6 +130,9 @@ DEFAULT_MAX_EPOCHS: Final = 40
 DEFAULT_NUM_SLOTS: Final = 3
 # Hosts that ``env.vectorization=batched`` (:mod:`.vector`) runs as one batched computation.
 BATCHED_HOSTS: Final = ("mlp",)
+# ``host="mlp"``'s synthetic tasks (``mlp_host.MLP_TASKS``): seeds do not pay on the
+# baseline (data-limited), they do on the impaired one (capacity-limited).
+MLP_TASK_NAMES: Final = ("baseline", "impaired")
 # Parameters of the host: Esper's cifar_baseline CNN is ~6K (``runtime/tasks.py``).
 SURROGATE_HOST_PARAMS: Final = 6000
 

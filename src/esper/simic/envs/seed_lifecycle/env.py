@@ -21,6 +21,7 @@ from esper.simic.envs.seed_lifecycle.constants import (
     EXPLODING_HEALTH,
     HEAD_NAMES,
     LIVE_STAGES,
+    MLP_TASK_NAMES,
     NUM_BLUEPRINTS,
     NUM_OPS,
     RENTED_STAGES,
@@ -98,6 +99,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         max_epochs: int = DEFAULT_MAX_EPOCHS,
         reward: str = "shaped",
         host: str | Host = "surrogate",
+        mlp_task: str = "baseline",
     ) -> None:
         _check_choice("difficulty", difficulty, tuple(DIFFICULTIES))
         _check_positive_int("num_slots", num_slots)
@@ -105,6 +107,9 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         _check_choice("reward", reward, REWARD_MODES)
         if isinstance(host, str):
             _check_choice("host", host, HOSTS)
+        _check_choice("mlp_task", mlp_task, MLP_TASK_NAMES)
+        if host == "surrogate" and mlp_task != "baseline":
+            raise ValueError(f"mlp_task={mlp_task!r} is the real host's task: set host='mlp'")
         self.difficulty = difficulty
         self.num_slots = num_slots
         self.max_epochs = max_epochs
@@ -113,9 +118,12 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         if not isinstance(host, str):
             self.host = host  # one row of a batched host (:mod:`.vector`)
         elif host == "mlp":
-            from esper.simic.envs.seed_lifecycle.mlp_host import MlpHost  # noqa: PLC0415
+            from esper.simic.envs.seed_lifecycle.mlp_host import (  # noqa: PLC0415
+                MLP_TASKS,
+                MlpHost,
+            )
 
-            self.host = MlpHost(num_slots)
+            self.host = MlpHost(num_slots, MLP_TASKS[mlp_task])
         else:
             self.host = SurrogateHost(DIFFICULTIES[difficulty], num_slots)
         self.action_space = spaces.MultiDiscrete(

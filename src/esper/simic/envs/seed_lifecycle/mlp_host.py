@@ -6,18 +6,23 @@ measured by switching seed modules off on the same validation set (so they share
 noise, as the surrogate's do), and gradient health read from the seeds' gradient norms.
 
 The dataset is generated once, from a fixed seed, by a random teacher network wider than
-the host, with label noise, so a small host plateaus well below 100% and extra capacity
-helps. Seeds follow Esper's slot semantics (``kasmina/slot.py`` L2060-2150, L2278-2292): in
+the host. Two tasks (:data:`MLP_TASKS`, ``env.kwargs.mlp_task``): ``baseline``, 32 inputs
+with 10% label noise and a 48-wide host, which the data limits rather than capacity, so
+seeds add nothing; ``impaired``, 4 noiseless inputs and an 8-wide host, which capacity
+limits, so seeds pay (docs/seed_lifecycle.md, sec. 12).
+
+Seeds follow Esper's slot semantics (``kasmina/slot.py`` L2060-2150, L2278-2292): in
 TRAINING the seed sees detached host features and learns through a straight-through
 estimator without changing the host's output; from BLENDING on the output is
 ``lerp(host, seed, alpha)`` and host and seed co-adapt, as Esper does for non-CNN hosts.
 (Esper keeps CNN seeds' inputs detached; in this MLP that starves every host layer below
 a fully blended seed of gradient, and the host falls ~3 pp behind training alone.)
-Blueprints are MLP analogues with Esper's parameter counts.
+Blueprints are MLP analogues with Esper's parameter counts at the baseline's width.
 """
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Final, TypeVar, cast
 
@@ -30,12 +35,9 @@ from esper.simic.envs.seed_lifecycle.constants import BLUEPRINTS, TRAINED_STAGES
 from esper.simic.envs.seed_lifecycle.host import Evaluation
 from esper.simic.envs.seed_lifecycle.lifecycle import Seed
 
-INPUT_DIM: Final = 32
-WIDTH: Final = 48  # 32-48-48-48-10: 6,778 parameters
 DEPTH: Final = 3
 NUM_CLASSES: Final = 10
 TEACHER_WIDTH: Final = 512
-LABEL_NOISE: Final = 0.1
 TRAIN_SIZE: Final = 8192
 VAL_SIZE: Final = 2048
 DATASET_SEED: Final = 20_240_601
@@ -48,6 +50,25 @@ HEALTHY_GRAD_NORM: Final = 1.0
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class MlpTask:
+    """The synthetic task's inputs and label noise, and the host's hidden width."""
+
+    input_dim: int
+    label_noise: float
+    width: int
+
+
+MLP_TASKS: Final = {
+    # 32-48-48-48-10, 6,778 parameters: data-limited, the MLP ends near 61% with or
+    # without seeds.
+    "baseline": MlpTask(input_dim=32, label_noise=0.1, width=48),
+    # 4-8-8-8-10, 274 parameters (Esper's cifar_impaired host has 77): capacity-limited,
+    # near 75% alone, and a fossilized seed adds 2-5 pp.
+    "impaired": MlpTask(input_dim=4, label_noise=0.0, width=8),
+}
+
+
 def own_autograd(method: _F) -> _F:
     """Run ``method`` with autograd on, whatever the caller's context.
 
@@ -58,15 +79,15 @@ def own_autograd(method: _F) -> _F:
     return cast(_F, torch.inference_mode(False)(torch.enable_grad()(method)))
 
 
-def make_dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_dataset(task: MlpTask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_val, y_val), always the same: labels of a random teacher."""
     gen = torch.Generator().manual_seed(DATASET_SEED)
     total = TRAIN_SIZE + VAL_SIZE
-    x = torch.randn(total, INPUT_DIM, generator=gen)
-    w1 = torch.randn(INPUT_DIM, TEACHER_WIDTH, generator=gen) / math.sqrt(INPUT_DIM)
+    x = torch.randn(total, task.input_dim, generator=gen)
+    w1 = torch.randn(task.input_dim, TEACHER_WIDTH, generator=gen) / math.sqrt(task.input_dim)
     w2 = torch.randn(TEACHER_WIDTH, NUM_CLASSES, generator=gen) / math.sqrt(TEACHER_WIDTH)
     y = (torch.relu(x @ w1) @ w2).argmax(dim=1)
-    noisy = torch.rand(total, generator=gen) < LABEL_NOISE
+    noisy = torch.rand(total, generator=gen) < task.label_noise
     y[noisy] = torch.randint(0, NUM_CLASSES, (int(noisy.sum()),), generator=gen)
     return x[:TRAIN_SIZE], y[:TRAIN_SIZE], x[TRAIN_SIZE:], y[TRAIN_SIZE:]
 
@@ -74,10 +95,10 @@ def make_dataset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
 class _Residual(nn.Module):
     """h + W2 relu(W1 h): the conv_* blueprints' analogue."""
 
-    def __init__(self, hidden: int, gen: torch.Generator) -> None:
+    def __init__(self, width: int, hidden: int, gen: torch.Generator) -> None:
         super().__init__()
-        self.up = _linear(WIDTH, hidden, gen)
-        self.down = _linear(hidden, WIDTH, gen)
+        self.up = _linear(width, hidden, gen)
+        self.down = _linear(hidden, width, gen)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.down(torch.relu(self.up(h)))
@@ -86,10 +107,10 @@ class _Residual(nn.Module):
 class _ChannelAttention(nn.Module):
     """h * 2 sigmoid(W2 relu(W1 h)): squeeze-excite style feature gating ("attention")."""
 
-    def __init__(self, hidden: int, gen: torch.Generator) -> None:
+    def __init__(self, width: int, hidden: int, gen: torch.Generator) -> None:
         super().__init__()
-        self.up = _linear(WIDTH, hidden, gen)
-        self.down = _linear(hidden, WIDTH, gen)
+        self.up = _linear(width, hidden, gen)
+        self.down = _linear(hidden, width, gen)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h * 2.0 * torch.sigmoid(self.down(torch.relu(self.up(h))))
@@ -104,22 +125,23 @@ def _linear(fan_in: int, fan_out: int, gen: torch.Generator) -> nn.Linear:
     return layer
 
 
-def make_seed_module(blueprint: int, gen: torch.Generator) -> nn.Module:
-    """The MLP analogue of an Esper blueprint, with a similar parameter count."""
+def make_seed_module(blueprint: int, gen: torch.Generator, width: int) -> nn.Module:
+    """The MLP analogue of an Esper blueprint on a ``width``-wide host: at width 48 its
+    parameter count is close to Esper's; the hidden sizes stay at any width."""
     name = BLUEPRINTS[blueprint].name
     if name == "norm":
-        return nn.LayerNorm(WIDTH)  # 96 parameters (Esper: 130)
+        return nn.LayerNorm(width)  # 96 parameters at width 48 (Esper: 130)
     if name == "attention":
-        return _ChannelAttention(20, gen)  # 1,988 (2K)
+        return _ChannelAttention(width, 20, gen)  # 1,988 (2K)
     hidden = {"conv_small": 43, "conv_light": 384, "conv_heavy": 768}[name]
-    return _Residual(hidden, gen)  # 4,219 (4.2K), 37,296 (37K), 74,544 (74K)
+    return _Residual(width, hidden, gen)  # 4,219 (4.2K), 37,296 (37K), 74,544 (74K)
 
 
-def build_host(gen: torch.Generator) -> tuple[nn.ModuleList, nn.Linear]:
+def build_host(gen: torch.Generator, task: MlpTask) -> tuple[nn.ModuleList, nn.Linear]:
     """Fresh host layers and head, drawn from ``gen`` in a fixed order."""
-    dims = [INPUT_DIM] + [WIDTH] * DEPTH
+    dims = [task.input_dim] + [task.width] * DEPTH
     layers = nn.ModuleList(_linear(a, b, gen) for a, b in pairwise(dims))
-    return layers, _linear(WIDTH, NUM_CLASSES, gen)
+    return layers, _linear(task.width, NUM_CLASSES, gen)
 
 
 def gradient_health(grad_sq_sum: float) -> float:
@@ -132,12 +154,12 @@ def gradient_health(grad_sq_sum: float) -> float:
 class MlpHost:
     """The real host: slot k sits after hidden layer k mod 3."""
 
-    def __init__(self, num_slots: int) -> None:
-        self._num_slots = num_slots
-        self._x_train, self._y_train, self._x_val, self._y_val = make_dataset()
+    def __init__(self, num_slots: int, task: MlpTask) -> None:
+        self._num_slots, self._task = num_slots, task
+        self._x_train, self._y_train, self._x_val, self._y_val = make_dataset(task)
         self._gen = torch.Generator()
         self._layers = nn.ModuleList()
-        self._head = _linear(WIDTH, NUM_CLASSES, self._gen)
+        self._head = _linear(task.width, NUM_CLASSES, self._gen)
         self._optimizer: torch.optim.Optimizer | None = None
         self._seeds: list[nn.Module | None] = [None] * num_slots
         self._seed_optimizers: list[torch.optim.Optimizer | None] = [None] * num_slots
@@ -150,7 +172,7 @@ class MlpHost:
     def _build(self, rng: np.random.Generator) -> None:
         """New weights, and the batch/init stream, drawn from ``rng``."""
         self._gen.manual_seed(int(rng.integers(2**62)))
-        self._layers, self._head = build_host(self._gen)
+        self._layers, self._head = build_host(self._gen, self._task)
         self._optimizer = torch.optim.Adam(self._parameters(), lr=LEARNING_RATE, foreach=True)
 
     @own_autograd
@@ -163,7 +185,7 @@ class MlpHost:
     @own_autograd
     def germinate(self, slot: int, blueprint: int) -> None:
         """A freshly initialised seed module with its own Adam optimiser."""
-        module = make_seed_module(blueprint, self._gen)
+        module = make_seed_module(blueprint, self._gen, self._task.width)
         self._seeds[slot] = module
         self._seed_optimizers[slot] = torch.optim.Adam(
             module.parameters(), lr=LEARNING_RATE, foreach=True

@@ -3,8 +3,14 @@
 A gymnasium ``VectorEnv`` (same-step autoreset, like the factory's sync and async
 envs): each env's lifecycle, reward and observation stay in its own
 :class:`SeedLifecycleEnv`, while the host epoch that every step runs, training and
-validation, is one :class:`BatchedMlpHost` computation for all N. Observations,
-rewards and masks are returned as NumPy arrays.
+validation, is one :class:`BatchedMlpHost` computation for all N.
+
+With ``tensors=False`` it speaks NumPy, as every gymnasium vector env does. With
+``tensors=True`` (what training builds, :func:`esper.simic.envs.factory.make_vector_env`)
+it takes the policy's action tensor as it comes and returns observations, rewards,
+terminations, truncations, ``info["action_mask"]`` and ``info["final_obs"]`` as tensors
+on ``device``, so the rollout keeps them there: one copy of the actions to the host
+(the lifecycles are Python) and one copy of each result to the device per step.
 """
 
 from collections.abc import Sequence
@@ -21,6 +27,10 @@ from esper.simic.envs.seed_lifecycle.constants import BATCHED_HOSTS, DEFAULT_NUM
 from esper.simic.envs.seed_lifecycle.env import SeedLifecycleEnv
 from esper.simic.envs.seed_lifecycle.host import Evaluation
 from esper.simic.envs.seed_lifecycle.lifecycle import Seed
+from esper.simic.envs.seed_lifecycle.mlp_host import MLP_TASKS
+
+# What the env returns: NumPy arrays, or tensors on its device with ``tensors=True``.
+Batch = NDArray[Any] | torch.Tensor
 
 
 class _HostRow:
@@ -55,6 +65,7 @@ class SeedLifecycleVectorEnv(VectorEnv):
     """``num_envs`` copies of ``esper/SeedLifecycle-v0`` sharing one batched real host.
 
     ``device`` is where the hosts' weights and data live (``cpu``, ``cuda``, ``cuda:N``);
+    ``tensors`` makes it step in torch tensors on that device rather than NumPy arrays;
     the other keyword arguments are :class:`SeedLifecycleEnv`'s, with ``host="mlp"``.
     """
 
@@ -65,7 +76,9 @@ class SeedLifecycleVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.SAME_STEP,
     }
 
-    def __init__(self, num_envs: int, device: str = "cpu", **env_kwargs: Any) -> None:
+    def __init__(
+        self, num_envs: int, device: str = "cpu", tensors: bool = False, **env_kwargs: Any
+    ) -> None:
         host = env_kwargs.pop("host", "surrogate")
         if host not in BATCHED_HOSTS:
             raise ValueError(
@@ -73,8 +86,11 @@ class SeedLifecycleVectorEnv(VectorEnv):
                 "set host='mlp' or use sync/async vectorization"
             )
         self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.tensors = tensors
         num_slots = env_kwargs.get("num_slots", DEFAULT_NUM_SLOTS)
-        self.host = BatchedMlpHost(num_envs, num_slots, torch.device(device))
+        task = MLP_TASKS[env_kwargs.get("mlp_task", "baseline")]
+        self.host = BatchedMlpHost(num_envs, num_slots, self.device, task)
         self.envs = [
             SeedLifecycleEnv(host=_HostRow(self.host, i), **env_kwargs) for i in range(num_envs)
         ]
@@ -85,7 +101,7 @@ class SeedLifecycleVectorEnv(VectorEnv):
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[NDArray[np.float32], dict[str, Any]]:
+    ) -> tuple[Batch, dict[str, Any]]:
         """Reset every env (env i gets ``seed + i``, as gymnasium's vector envs do)."""
         seeds = (
             [seed + i for i in range(self.num_envs)]
@@ -101,18 +117,14 @@ class SeedLifecycleVectorEnv(VectorEnv):
             obs, mask = env.observe()
             observations.append(obs)
             infos = self._add_info(infos, {"action_mask": mask}, i)
-        return np.stack(observations), infos
+        return self._out(np.stack(observations)), self._out_info(infos)
 
     def step(
-        self, actions: NDArray[np.int64]
-    ) -> tuple[
-        NDArray[np.float32],
-        NDArray[np.float64],
-        NDArray[np.bool_],
-        NDArray[np.bool_],
-        dict[str, Any],
-    ]:
+        self, actions: NDArray[np.int64] | torch.Tensor
+    ) -> tuple[Batch, Batch, Batch, Batch, dict[str, Any]]:
         """Act in every env, run all host epochs as one batch, then observe."""
+        if isinstance(actions, torch.Tensor):
+            actions = actions.cpu().numpy()  # the lifecycles read Python ints
         rewards = np.zeros(self.num_envs)
         terminations = np.zeros(self.num_envs, dtype=bool)
         step_infos = []
@@ -136,12 +148,32 @@ class SeedLifecycleVectorEnv(VectorEnv):
             observations.append(obs)
             infos = self._add_info(infos, step_infos[i], i)
         return (
-            np.stack(observations),
-            rewards,
-            terminations,
-            np.zeros(self.num_envs, dtype=bool),
-            infos,
+            self._out(np.stack(observations)),
+            self._out(rewards),
+            self._out(terminations),
+            self._out(np.zeros(self.num_envs, dtype=bool)),
+            self._out_info(infos),
         )
+
+    def _out(self, array: NDArray[Any]) -> Batch:
+        """``array`` as this env returns it: as is, or as a tensor on its device."""
+        return torch.from_numpy(array).to(self.device) if self.tensors else array
+
+    def _out_info(self, infos: dict[str, Any]) -> dict[str, Any]:
+        """The entries a rollout reads every step as tensors; the rest stays as gymnasium's.
+
+        ``final_obs`` becomes one ``[N, *obs]`` tensor (zeros where ``_final_obs`` is
+        False) rather than gymnasium's object array of per-env observations.
+        """
+        if not self.tensors:
+            return infos
+        infos["action_mask"] = self._out(infos["action_mask"])
+        if "final_obs" in infos:
+            rows = np.zeros((self.num_envs, *self.single_observation_space.shape), np.float32)
+            ended = infos["_final_obs"]
+            rows[ended] = np.stack(infos["final_obs"][ended])
+            infos["final_obs"] = self._out(rows)
+        return infos
 
     def _run_epoch(self) -> None:
         """Every env's host epoch, trained and validated together."""

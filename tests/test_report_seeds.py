@@ -135,7 +135,7 @@ def test_peers_stand_beside_ours_and_later_inputs_replace_a_seed(cartpole_sweep,
     rerun = write_sweep(tmp_path / "rerun", "cartpole_ppo", [90.0])  # seed 0 again: 10 -> 90
     assert run_seeds(cartpole_sweep, peers, rerun) == 0
     (row,) = table_rows(capsys.readouterr().out)["cartpole_ppo"]
-    assert row[4:8] == ["20", "100", "4/10", "stable-baselines3"]
+    assert row[4:8] == ["20", "100", "4/10", "stable-baselines3 2.7.0"]
     assert row[8].startswith("100") and row[9:] == ["20", "9/10"]
 
 

@@ -186,8 +186,12 @@ def render_table(table: SeedResults, boot: Bootstrap) -> str:
             if peer is None:
                 lines.append(head + cells + " - | | | |")
                 continue
-            theirs = describe([r for r in runs if r.runner == peer], threshold, boot)
-            lines.append(head + cells + f" {peer} | {theirs.iqm} | {theirs.low} | {theirs.reach} |")
+            peer_runs = [r for r in runs if r.runner == peer]
+            theirs = describe(peer_runs, threshold, boot)
+            label = " ".join([peer, *sorted({r.version for r in peer_runs if r.version})])
+            lines.append(
+                head + cells + f" {label} | {theirs.iqm} | {theirs.low} | {theirs.reach} |"
+            )
     episodes = sorted({(r.eval_episodes, r.deterministic) for r in table.results})
     evals = ", ".join(f"{n} {'greedy' if d else 'sampled'}" for n, d in episodes)
     note = (

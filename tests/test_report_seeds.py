@@ -16,7 +16,7 @@ from esper.simic.report.seeds import BEGIN, END, NOT_RUN
 
 THRESHOLDS = {"cartpole_ppo": 75.0, "acrobot_ppo": -100.0}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-README = f"# title\n\nbefore\n{BEGIN}\nold table\n{END}\nafter\n"
+README = f"# title\n\nbefore, quoting {BEGIN} in prose\n{BEGIN}\nold table\n{END}\nafter\n"
 
 
 def write_job(
@@ -105,7 +105,8 @@ def test_json_keeps_every_seed_and_regenerates_the_same_readme_section(
         (100_000, COMMIT, "esper-simic")
     }
     first = readme.read_text()
-    assert first.startswith("# title\n\nbefore\n") and first.endswith(f"{END}\nafter\n")
+    assert first.startswith(f"# title\n\nbefore, quoting {BEGIN} in prose\n{BEGIN}\n| preset")
+    assert first.endswith(f"{END}\nafter\n")
     assert "old table" not in first and COMMIT[:7] in first
 
     readme.write_text(README)  # from the JSON alone, the sweep gone

@@ -132,6 +132,12 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _short(commit: str) -> str:
+    """A commit's short hash, keeping ``+dirty`` (uncommitted changes when the run began)."""
+    sha, plus, rest = commit.partition("+")
+    return sha[:7] + plus + rest
+
+
 def _budget(steps: int) -> str:
     return f"{steps / 1000:g}k" if steps % 1000 == 0 else str(steps)
 
@@ -173,7 +179,7 @@ def render_table(table: SeedResults, boot: Bootstrap) -> str:
     for preset, threshold in table.thresholds.items():
         runs = [r for r in table.results if r.preset == preset]
         ours = [r for r in runs if r.runner == OURS]
-        commits.update(r.commit[:7] for r in ours if r.commit)
+        commits.update(_short(r.commit) for r in ours if r.commit)
         peers = sorted({r.runner for r in runs if r.runner != OURS})
         budgets = sorted({r.budget for r in ours}) or sorted({r.budget for r in runs})
         head = f"| `{preset}` | {', '.join(map(_budget, budgets)) or '-'} | >= {threshold:g} |"
@@ -203,13 +209,14 @@ def render_table(table: SeedResults, boot: Bootstrap) -> str:
 
 
 def replace_section(text: str, section: str, where: Path) -> str:
-    """``text`` with what lies between the seeds-table markers replaced by ``section``."""
-    start, stop = text.find(BEGIN), text.find(END)
-    if start < 0 or stop < start:
-        raise ReportError(
-            f"{where} needs the lines {BEGIN} and {END}, in that order, around the table"
-        )
-    return text[: start + len(BEGIN)] + "\n" + section + "\n" + text[stop:]
+    """``text`` with the lines between the seeds-table marker lines replaced by ``section``
+    (a marker counts only as a line of its own, not quoted inside prose)."""
+    lines = text.split("\n")
+    marks = [i for i, line in enumerate(lines) if line.strip() in (BEGIN, END)]
+    if [lines[i].strip() for i in marks] != [BEGIN, END]:
+        raise ReportError(f"{where} needs the lines {BEGIN} and {END}, once each, in that order")
+    start, stop = marks
+    return "\n".join([*lines[: start + 1], section, *lines[stop:]])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -122,22 +122,28 @@ def test_search_spaces_name_real_keys_and_store_the_study_in_the_sweep_dir(prese
         assert OmegaConf.select(cfg, key) is not None, key
 
 
-@pytest.mark.parametrize(
-    ("preset", "experiments"),
-    [
-        ("integration", {"cartpole_ppo", "acrobot_ppo", "pendulum_ppo"}),
-        ("performance", {"cartpole_ppo", "stateless_cartpole_rppo"}),
-    ],
-)
-def test_matrix_suites_name_real_experiments(preset, experiments):
-    cfg = _hydra_cfg([f"+suite={preset}"])
+def test_the_performance_suite_names_real_experiments():
+    cfg = _hydra_cfg(["+suite=performance"])
     listed = set(cfg.hydra.sweeper.params["+experiment"].split(","))
-    assert experiments <= listed <= _options("experiment")
-    thresholds = cfg.hydra.callbacks.sweep_summary.get("thresholds") or {}
-    assert preset != "integration" or set(thresholds) == listed
+    assert {"cartpole_ppo", "stateless_cartpole_rppo"} <= listed <= _options("experiment")
     for experiment in listed:
-        settings, _ = compose_settings([f"+suite={preset}", f"+experiment={experiment}"])
+        settings, _ = compose_settings(["+suite=performance", f"+experiment={experiment}"])
         assert isinstance(settings, SimicConfig)
+
+
+def test_the_integration_suite_judges_every_case_it_runs():
+    """Each case is a preset under its own experiment name, which keys its threshold."""
+    cfg = _hydra_cfg(["+suite=integration"])
+    cases = cfg.hydra.sweeper.params["+suite/integration_case"].split(",")
+    assert set(cases) == _options("suite/integration_case")
+    assert cfg.hydra.sweeper.params["seed"] == "range(0,10)"
+    thresholds = cfg.hydra.callbacks.sweep_summary.thresholds
+    names = set()
+    for case in cases:
+        settings, _ = compose_settings(["+suite=integration", f"+suite/integration_case={case}"])
+        names.add(settings.experiment)
+    assert names == set(thresholds) and len(names) == len(cases)
+    assert {"cartpole_ppo", "acrobot_ppo", "seed_lifecycle_rppo"} <= names
 
 
 @pytest.mark.parametrize("launcher", ["parallel", "slurm", "slurm_local"])

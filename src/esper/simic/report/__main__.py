@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from esper.simic.report import seeds
 from esper.simic.report.analysis import (
     DEFAULT_METRIC,
     DEFAULT_STEP_AXIS,
@@ -29,6 +30,7 @@ DEFAULT_PROJECT = "esper-simic"
 
 EPILOG = """\
 examples:
+  esper-simic-report seeds docs/results/seeds.json --readme README.md   # the seeds table
   esper-simic -m +experiment=cartpole_ppo seed=0,1,2,3,4 collector=loop,foreach
   esper-simic-report multirun/cartpole_ppo/2026-01-01_12-00-00 --group-by collector.name
   esper-simic-report --wandb me/esper-simic --wandb-filters '{"group": "sweep-3"}'
@@ -142,6 +144,9 @@ def _project(runs: list[Run]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["seeds"]:  # per-seed results and the README table: report/seeds.py
+        return seeds.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 < args.confidence < 1 or args.reps < 1 or args.min_runs < 1:

@@ -18,6 +18,7 @@ from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.ppo import PPOLearner
 from esper.simic.assembly import build_batching, build_policy
 from esper.simic.distributed import local_settings, synced_statistics
+from esper.simic.envs.tensor_wrappers import TensorRunningMeanStd
 from esper.simic.gradients import build_collector
 from esper.simic.settings import SimicConfig
 from esper.simic.testing import compose_settings
@@ -111,20 +112,33 @@ def rank_worker(rank: int, world: int, store: str, out: str, overrides: list[str
 
 
 def statistics_batches(seed: int = 0) -> list[np.ndarray]:
-    """Three batches of 6 two-feature observations, rows of both ranks together."""
+    """Three batches of 6 rows of two features, rows of both ranks together."""
     rng = np.random.default_rng(seed)
     return [rng.normal(loc=i, scale=1 + i, size=(6, 2)) for i in range(3)]
 
 
+def reward_batches(seed: int = 0) -> list[torch.Tensor]:
+    """Three batches of 6 discounted returns (a tensor env's reward normaliser's input)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(6, generator=gen) * (1 + i) + i for i in range(3)]
+
+
 def statistics_worker(rank: int, world: int, store: str, out: str) -> None:
-    """Rank ``rank`` folds its rows of each batch into synced statistics."""
+    """Rank ``rank`` folds its rows of each batch into synced statistics: gymnasium's
+    (observations) and a tensor env's (rewards)."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        statistics = synced_statistics(RunningMeanStd(shape=(2,)))
         share = 6 // world
-        for batch in statistics_batches():
-            statistics.update(batch[rank * share : (rank + 1) * share])
-        state = {"mean": statistics.mean, "var": statistics.var, "count": statistics.count}
+        rows = slice(rank * share, (rank + 1) * share)
+        numpy_stats = synced_statistics(RunningMeanStd(shape=(2,)))
+        tensor_stats = synced_statistics(TensorRunningMeanStd(torch.device("cpu")))
+        for batch, rewards in zip(statistics_batches(), reward_batches(), strict=True):
+            numpy_stats.update(batch[rows])
+            tensor_stats.update(rewards[rows])
+        state = {
+            name: {"mean": s.mean, "var": s.var, "count": s.count}
+            for name, s in (("numpy", numpy_stats), ("tensor", tensor_stats))
+        }
         torch.save(state, Path(out) / f"stats{rank}.pt")
     finally:
         dist.destroy_process_group()

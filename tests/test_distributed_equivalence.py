@@ -15,6 +15,7 @@ from distributed_workers import (
     OBS_DIM,
     learn,
     rank_worker,
+    reward_batches,
     settings_for,
     statistics_batches,
     statistics_worker,
@@ -24,6 +25,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 
 from esper.simic.agents.heads import DiscreteActions
 from esper.simic.assembly import build_policy
+from esper.simic.envs.tensor_wrappers import TensorRunningMeanStd
 
 WORLD = 2
 
@@ -86,13 +88,18 @@ def test_the_update_moves_the_weights():
 
 def test_synced_normaliser_statistics_are_those_of_all_ranks_rows(tmp_path):
     """Observation and reward normalisers on two ranks hold the statistics one process
-    stepping every env would have."""
-    single = RunningMeanStd(shape=(2,))
-    for batch in statistics_batches():
-        single.update(batch)
+    stepping every env would have: gymnasium's NumPy statistics and a tensor env's."""
+    single = {
+        "numpy": RunningMeanStd(shape=(2,)),
+        "tensor": TensorRunningMeanStd(torch.device("cpu")),
+    }
+    for batch, rewards in zip(statistics_batches(), reward_batches(), strict=True):
+        single["numpy"].update(batch)
+        single["tensor"].update(rewards)
     mp.spawn(statistics_worker, args=(WORLD, str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD)
     for rank in range(WORLD):
         state = torch.load(tmp_path / f"stats{rank}.pt", weights_only=False)
-        np.testing.assert_allclose(state["mean"], single.mean, rtol=1e-12)
-        np.testing.assert_allclose(state["var"], single.var, rtol=1e-10)
-        assert state["count"] == pytest.approx(single.count)
+        for kind, rtol in (("numpy", 1e-10), ("tensor", 1e-5)):  # float32 moments there
+            np.testing.assert_allclose(state[kind]["mean"], single[kind].mean, rtol=rtol)
+            np.testing.assert_allclose(state[kind]["var"], single[kind].var, rtol=rtol)
+            assert state[kind]["count"] == pytest.approx(single[kind].count)

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from gymnasium.wrappers.utils import RunningMeanStd
 
+from esper.simic.envs.tensor_wrappers import TensorRunningMeanStd
 from esper.simic.settings import DistBackend, SimicConfig
 
 RANK_SEED_STRIDE = 104_729
@@ -129,6 +130,9 @@ def gather(value: Any, ranks: Ranks) -> list[Any]:
     return values
 
 
+Statistics = RunningMeanStd | TensorRunningMeanStd
+
+
 class SyncedRunningMeanStd(RunningMeanStd):
     """gymnasium's running statistics, each update folding in every rank's batch: all
     ranks hold the statistics one process stepping all envs would have."""
@@ -148,8 +152,18 @@ class SyncedRunningMeanStd(RunningMeanStd):
         self.update_from_moments(mean.reshape(shape), np.maximum(var, 0).reshape(shape), count_all)
 
 
-def synced_statistics(statistics: RunningMeanStd) -> SyncedRunningMeanStd:
-    """The same statistics, updated across ranks from now on."""
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over every rank (in place)."""
+    dist.all_reduce(tensor)
+    return tensor
+
+
+def synced_statistics(statistics: Statistics) -> Statistics:
+    """The same statistics, updated across ranks from now on: gymnasium's NumPy ones are
+    replaced, a tensor env's (``TensorRunningMeanStd``) sum their moments over ranks."""
+    if isinstance(statistics, TensorRunningMeanStd):
+        statistics.sum_over_ranks = sum_over_ranks
+        return statistics
     synced = SyncedRunningMeanStd(epsilon=statistics.count, shape=statistics.mean.shape)
     synced.mean, synced.var, synced.count = statistics.mean, statistics.var, statistics.count
     return synced

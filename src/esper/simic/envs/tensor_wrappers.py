@@ -14,6 +14,7 @@ same arithmetic in torch, on the env's device, with no host synchronisation per 
   checkpoints find and save its running statistics as they do gymnasium's.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ class TensorEpisodeStatistics(VectorWrapper):
         return obs, rewards, terminations, truncations, infos
 
 
-class _TensorRunningMeanStd:
+class TensorRunningMeanStd:
     """gymnasium's ``RunningMeanStd`` (shape ``()``) on a device, float64.
 
     ``mean``, ``var`` and ``count`` read and write as NumPy values, as gymnasium's do, so
@@ -66,17 +67,27 @@ class _TensorRunningMeanStd:
         self._mean = torch.zeros((), dtype=torch.float64, device=device)
         self._var = torch.ones((), dtype=torch.float64, device=device)
         self._count = torch.full((), 1e-4, dtype=torch.float64, device=device)
+        self.sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
+        """Set in a data-parallel run: every batch then spans all ranks' envs."""
 
     def update(self, x: torch.Tensor) -> None:
         """Fold in a batch, as ``update_mean_var_count_from_moments`` does (float32 moments
-        of a float32 batch, as NumPy takes them)."""
-        batch_mean = x.mean().double()
-        batch_var = x.var(correction=0).double()
+        of a float32 batch, as NumPy takes them; float64 sums when they span ranks)."""
+        size: float | torch.Tensor = x.shape[0]
+        if self.sum_over_ranks is None:
+            batch_mean = x.mean().double()
+            batch_var = x.var(correction=0).double()
+        else:
+            wide = x.double()
+            moments = torch.stack([wide.new_tensor(float(size)), wide.sum(), wide.square().sum()])
+            size, total_sum, squares = self.sum_over_ranks(moments).unbind()
+            batch_mean = total_sum / size
+            batch_var = (squares / size - batch_mean.square()).clamp(min=0)
         delta = batch_mean - self._mean
-        total = self._count + x.shape[0]
-        m2 = self._var * self._count + batch_var * x.shape[0]
-        m2 = m2 + delta * delta * self._count * x.shape[0] / total
-        self._mean = self._mean + delta * x.shape[0] / total
+        total = self._count + size
+        m2 = self._var * self._count + batch_var * size
+        m2 = m2 + delta * delta * self._count * size / total
+        self._mean = self._mean + delta * size / total
         self._var = m2 / total
         self._count = total
 
@@ -124,7 +135,7 @@ class TensorNormalizeReward(vector_wrappers.NormalizeReward):
         VectorWrapper.__init__(self, env)
         _check_same_step(env)
         self.gamma, self.epsilon, self.clip = gamma, epsilon, clip
-        self.return_rms = _TensorRunningMeanStd(device)
+        self.return_rms = TensorRunningMeanStd(device)
         # float32, as gymnasium keeps it.
         self.accumulated_reward = torch.zeros(self.num_envs, dtype=torch.float32, device=device)
         self._update_running_mean = True

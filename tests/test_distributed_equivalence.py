@@ -33,6 +33,7 @@ CASES = {
     "feed-forward": [],
     "feed-forward, compiled": ["agent.compile=true"],
     "feed-forward, loop collector": ["collector=loop"],
+    "feed-forward, target-KL stop after the first epoch": ["agent.target_kl=1e-9"],
     "lstm, torch chunks": ["agent=recurrent_ppo", "agent.seq_len=4"],
     "gru, torch chunks, separate cores": [
         "agent=recurrent_ppo",
@@ -72,7 +73,7 @@ def test_two_ranks_on_halves_take_the_single_process_step(overrides, tmp_path):
     # gradient statistics they report are the whole minibatch's.
     for name in single["weights"]:
         assert torch.equal(ranks[0]["weights"][name], ranks[1]["weights"][name])
-    for key in ("grad/global_norm", "train/clipfrac"):
+    for key in ("grad/global_norm", "train/clipfrac", "train/epochs"):
         assert ranks[0]["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-4)
 
 

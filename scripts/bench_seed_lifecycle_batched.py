@@ -3,6 +3,7 @@
 python scripts/bench_seed_lifecycle_batched.py                 # CPU, one torch thread
 python scripts/bench_seed_lifecycle_batched.py --device cuda   # the batched rows on a GPU
 python scripts/bench_seed_lifecycle_batched.py --reference 32  # reference policies, 32 seeds
+python scripts/bench_seed_lifecycle_batched.py --mlp-task impaired  # the presets' task
 python scripts/bench_seed_lifecycle_batched.py --reference 32 --mlp-task impaired
 """
 
@@ -38,7 +39,7 @@ def main() -> None:
     if args.reference:
         print(reference_markdown(args.reference, args.reward, args.device, args.mlp_task))
     else:
-        print(table_markdown(throughput_table(args.steps, args.device)))
+        print(table_markdown(throughput_table(args.steps, args.device, args.mlp_task)))
 
 
 if __name__ == "__main__":

@@ -40,14 +40,19 @@ class Row(NamedTuple):
 
 
 def vector_steps_per_second(
-    vectorization: str, num_envs: int, steps: int, device: str = "cpu", seed: int = 0
+    vectorization: str,
+    num_envs: int,
+    steps: int,
+    device: str = "cpu",
+    seed: int = 0,
+    mlp_task: str = "baseline",
 ) -> float:
     """Env steps per second of wall time over ``steps`` vector steps (all envs counted)."""
     config = EnvConfig(
         id=ENV_ID,
         num_envs=num_envs,
         vectorization=Vectorization[vectorization],
-        kwargs={"host": "mlp"},
+        kwargs={"host": "mlp", "mlp_task": mlp_task},
     )
     envs = make_vector_env(config, gamma=0.99, device=device)
     try:
@@ -77,9 +82,11 @@ def _numpy(batch: np.ndarray | torch.Tensor) -> np.ndarray:
     return batch.cpu().numpy() if isinstance(batch, torch.Tensor) else batch
 
 
-def throughput_table(steps: int, device: str = "cpu") -> list[Row]:
+def throughput_table(steps: int, device: str = "cpu", mlp_task: str = "baseline") -> list[Row]:
     """Every row of :data:`ROWS`, measured in this one run."""
-    return [Row(v, n, vector_steps_per_second(v, n, steps, device)) for v, n in ROWS]
+    return [
+        Row(v, n, vector_steps_per_second(v, n, steps, device, mlp_task=mlp_task)) for v, n in ROWS
+    ]
 
 
 def table_markdown(rows: list[Row]) -> str:

@@ -5,9 +5,10 @@ runs at a time (multi_seed.py), and asserts on every seed's deterministic evalua
 the end. Seeds per preset, set by the budget of `.ci/run` (about 30 minutes on the
 2-core CI machine) and each run's time there:
 
-- cartpole_ppo, 4 seeds (0-3): ~25 s a run, two rounds.
+- cartpole_ppo, 4 seeds (0-3): ~25 s a run, two rounds (the test: 93 s on the shared
+  machine).
 - acrobot_ppo, 2 seeds (0-1) and pendulum_ppo, 2 seeds (0-1): 200k steps, one round of
-  two runs each, no longer than the one seed this file trained before.
+  two runs each (~50 s a run), about as long as the one seed this file trained before.
 
 The integration suite (`+suite=integration`) trains seeds 0-9 of each; its distribution
 is the README's results table.

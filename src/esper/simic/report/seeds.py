@@ -198,10 +198,15 @@ def render_table(table: SeedResults, boot: Bootstrap) -> str:
             lines.append(
                 head + cells + f" {label} | {theirs.iqm} | {theirs.low} | {theirs.reach} |"
             )
-    episodes = sorted({(r.eval_episodes, r.deterministic) for r in table.results})
-    evals = ", ".join(f"{n} {'greedy' if d else 'sampled'}" for n, d in episodes)
+    modes = []
+    for deterministic, word in ((True, "greedy"), (False, "sampled")):
+        counts = sorted(
+            {r.eval_episodes for r in table.results if r.deterministic == deterministic}
+        )
+        if counts:
+            modes.append(f"{word} over {' or '.join(map(str, counts))} episodes")
     note = (
-        f"Final evaluation return per seed ({evals} episodes); IQM: mean of the middle half "
+        f"Final evaluation return per seed ({', '.join(modes)}); IQM: mean of the middle half "
         f"of the seeds, 95% percentile bootstrap interval over seeds; esper-simic at "
         f"{', '.join(sorted(commits)) or 'no commit'}."
     )

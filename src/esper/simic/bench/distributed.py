@@ -67,7 +67,9 @@ def run_case(case: Case, work: Path, device: str) -> float:
                f"trainer.device={device}", f"hydra.run.dir={run_dir}"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{case.label} failed: {done.stderr.strip().splitlines()[-1]}")
+        # torchrun ends with its own summary; the rank's own error line comes before it.
+        lines = [line for line in done.stderr.splitlines() if "Error" in line or "esper" in line]
+        raise RuntimeError(f"{case.label} failed: {(lines or ['?'])[-1]}")
     return float(json.loads((run_dir / "summary.json").read_text())["env_steps_per_s"])
 
 

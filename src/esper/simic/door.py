@@ -7,7 +7,6 @@ start, rather than in N jobs at once; a failed build is passed on to the jobs
 (``lstm_resets.KERNEL_VARIABLE``) so that they use the pure-PyTorch kernel straight away.
 """
 
-import os
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -66,7 +65,7 @@ class Door(Callback):
             lstm_resets.kernel()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if "WORLD_SIZE" in os.environ:
+        if distributed.detect_ranks().distributed:
             fail(
                 "a sweep (-m) under torchrun is not supported: torchrun starts one "
                 "distributed run; sweep distributed runs with hydra/launcher=slurm (or "

@@ -3,7 +3,6 @@
 import copy
 import dataclasses
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -49,7 +48,7 @@ EXIT_RANKS_LOST = 5
 
 def say(line: str) -> None:
     """Print one line on stderr, once per run: rank 0 speaks for the others."""
-    if os.environ.get("RANK", "0") == "0":
+    if distributed.detect_ranks().main:
         print(f"esper.simic: {line}", file=sys.stderr, flush=True)
 
 

@@ -141,10 +141,8 @@ class SyncedRunningMeanStd(RunningMeanStd):
         batch = np.asarray(x, dtype=np.float64)
         count = batch.shape[0]
         local = np.concatenate([[count], batch.sum(0).ravel(), np.square(batch).sum(0).ravel()])
-        total = torch.from_numpy(local)
-        dist.all_reduce(total)
+        summed = sum_over_ranks(torch.from_numpy(local)).numpy()
         size = int(np.prod(self.mean.shape, dtype=np.int64))
-        summed = total.numpy()
         count_all = summed[0]
         mean = summed[1 : 1 + size] / count_all
         var = summed[1 + size :] / count_all - np.square(mean)

@@ -8,9 +8,6 @@ import pytest
 from esper.simic.bench.peers import peer_setup, train_peer
 from esper.simic.testing import compose_settings
 
-pytest.importorskip("stable_baselines3")
-pytest.importorskip("sb3_contrib")
-
 
 def setup_of(preset: str):
     settings, _ = compose_settings([f"+experiment={preset}"])

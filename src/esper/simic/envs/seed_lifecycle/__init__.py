@@ -79,6 +79,7 @@ from esper.simic.envs.seed_lifecycle.masks import (
 from esper.simic.envs.seed_lifecycle.policies import POLICIES, evaluate_policy, run_episode
 from esper.simic.envs.seed_lifecycle.reference import (
     REAL_HOST_REFERENCE_RETURNS,
+    REAL_HOST_REFERENCE_RETURNS_BY_REWARD,
     REFERENCE_RETURNS,
     REFERENCE_RETURNS_BY_REWARD,
     normalized_score,
@@ -101,6 +102,7 @@ __all__ = [
     "PAIRED_COMPONENTS",
     "POLICIES",
     "REAL_HOST_REFERENCE_RETURNS",
+    "REAL_HOST_REFERENCE_RETURNS_BY_REWARD",
     "REFERENCE_RETURNS",
     "REFERENCE_RETURNS_BY_REWARD",
     "SHAPED_COMPONENTS",

@@ -4,7 +4,8 @@ python scripts/bench_seed_lifecycle_batched.py                 # CPU, one torch 
 python scripts/bench_seed_lifecycle_batched.py --device cuda   # the batched rows on a GPU
 python scripts/bench_seed_lifecycle_batched.py --reference 32  # reference policies, 32 seeds
 python scripts/bench_seed_lifecycle_batched.py --mlp-task impaired  # the presets' task
-python scripts/bench_seed_lifecycle_batched.py --reference 32 --mlp-task impaired
+python scripts/bench_seed_lifecycle_batched.py --reference 32 --mlp-task impaired --reward paired
+python scripts/bench_seed_lifecycle_batched.py --paired-cost --mlp-task impaired  # twins' cost
 """
 
 import argparse
@@ -14,6 +15,7 @@ import torch
 
 from esper.simic.bench.seed_lifecycle_batched import (
     reference_markdown,
+    reward_cost_table,
     table_markdown,
     throughput_table,
 )
@@ -28,8 +30,11 @@ def main() -> None:
     parser.add_argument(
         "--reference", type=int, default=0, help="play the reference policies on this many seeds"
     )
-    parser.add_argument("--reward", default="sparse", choices=("shaped", "sparse"))
+    parser.add_argument("--reward", default="sparse", choices=("shaped", "sparse", "paired"))
     parser.add_argument("--mlp-task", default="baseline", choices=MLP_TASK_NAMES)
+    parser.add_argument(
+        "--paired-cost", action="store_true", help="env steps/s under sparse vs paired"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -38,6 +43,8 @@ def main() -> None:
     )
     if args.reference:
         print(reference_markdown(args.reference, args.reward, args.device, args.mlp_task))
+    elif args.paired_cost:
+        print(reward_cost_table(args.steps, args.device, args.mlp_task))
     else:
         print(table_markdown(throughput_table(args.steps, args.device, args.mlp_task)))
 

@@ -6,7 +6,11 @@ import json
 import pytest
 
 from esper.simic.envs.scoring import reference_score
-from esper.simic.envs.seed_lifecycle import REAL_HOST_REFERENCE_RETURNS, normalized_score
+from esper.simic.envs.seed_lifecycle import (
+    REAL_HOST_REFERENCE_RETURNS,
+    REAL_HOST_REFERENCE_RETURNS_BY_REWARD,
+    normalized_score,
+)
 from esper.simic.settings import EnvConfig
 from esper.simic.testing import run_training
 
@@ -49,6 +53,20 @@ def test_reference_score_only_where_the_table_applies():
         REAL_HOST_REFERENCE_RETURNS["random"],
     )
     assert impaired(heuristic) == pytest.approx(1.0) and impaired(random) == pytest.approx(0.0)
+    paired = reference_score(
+        EnvConfig(
+            id=SEED_LIFECYCLE, kwargs={**real_host, "mlp_task": "impaired", "reward": "paired"}
+        )
+    )
+    assert paired is not None
+    table = REAL_HOST_REFERENCE_RETURNS_BY_REWARD["paired"]
+    assert paired(table["heuristic"]) == pytest.approx(1.0)
+    assert paired(table["random"]) == pytest.approx(0.0)
+    # The twin term is the same for every policy on a seed: the scores match SPARSE's.
+    for policy in ("wait", "fixed_schedule"):
+        assert paired(table[policy]) == pytest.approx(
+            impaired(REAL_HOST_REFERENCE_RETURNS[policy]), abs=0.01
+        )
     score = reference_score(EnvConfig(id=SEED_LIFECYCLE, kwargs={"difficulty": "hard"}))
     assert score is not None
     assert score(12.5) == pytest.approx(normalized_score(12.5, "hard"))

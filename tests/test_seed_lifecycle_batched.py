@@ -50,10 +50,21 @@ def readings(env: SeedLifecycleEnv) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    ("num_envs", "mlp_task"), [(1, "baseline"), (3, "baseline"), (8, "baseline"), (3, "impaired")]
+    ("num_envs", "mlp_task", "reward_mode"),
+    [
+        (1, "baseline", "shaped"),
+        (3, "baseline", "shaped"),
+        (8, "baseline", "shaped"),
+        (3, "impaired", "shaped"),
+        # PAIRED: the twins are extra host rows of the batch, validated at the last epoch.
+        (1, "impaired", "paired"),
+        (3, "impaired", "paired"),
+    ],
 )
-def test_batched_host_gives_every_env_the_per_env_hosts_numbers(one_thread, num_envs, mlp_task):
-    kwargs = {"host": "mlp", "max_epochs": MAX_EPOCHS, "mlp_task": mlp_task}
+def test_batched_host_gives_every_env_the_per_env_hosts_numbers(
+    one_thread, num_envs, mlp_task, reward_mode
+):
+    kwargs = {"host": "mlp", "max_epochs": MAX_EPOCHS, "mlp_task": mlp_task, "reward": reward_mode}
     batched = SeedLifecycleVectorEnv(num_envs, **kwargs)
     single = [SeedLifecycleEnv(**kwargs) for _ in range(num_envs)]
     obs, _ = batched.reset(seed=7)
@@ -67,6 +78,11 @@ def test_batched_host_gives_every_env_the_per_env_hosts_numbers(one_thread, num_
             assert terminated[i] == done
             if done:
                 np.testing.assert_allclose(info["final_obs"][i], env_obs, atol=1e-5)
+                if reward_mode == "paired":  # the twin's accuracy is paid at the end
+                    twin = env_info["reward_components"]["twin_accuracy"]
+                    assert twin < 0.0
+                    final_components = info["final_info"]["reward_components"]
+                    assert final_components["twin_accuracy"][i] == pytest.approx(twin, abs=1e-6)
                 env_obs, env_info = env.reset()
             else:
                 components = info["reward_components"]

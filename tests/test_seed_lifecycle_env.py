@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from esper.simic.config import ConfigError
 from esper.simic.envs.registration import register_esper_envs
 from esper.simic.envs.seed_lifecycle import (
     NUM_BLUEPRINTS,
@@ -27,6 +28,7 @@ from esper.simic.envs.seed_lifecycle.observation import (
     slot_size,
 )
 from esper.simic.envs.seed_lifecycle.policies import HeuristicPolicy, RandomPolicy, make_action
+from esper.simic.testing import compose_settings
 
 ENV_ID = "esper/SeedLifecycle-v0"
 
@@ -64,10 +66,18 @@ def test_spaces_and_kwargs_through_gym_make():
         ({"difficulty": "nightmare"}, r"difficulty must be one of \['easy', 'medium', 'hard'\]"),
         ({"num_slots": 0}, "num_slots must be a positive int"),
         ({"max_epochs": 2.5}, "max_epochs must be a positive int"),
-        ({"reward": "dense"}, r"reward must be one of \['shaped', 'escrow', 'sparse'\]"),
+        (
+            {"reward": "dense"},
+            r"reward must be one of \['shaped', 'escrow', 'sparse', 'paired'\]",
+        ),
         ({"host": "resnet"}, r"host must be one of \['surrogate', 'mlp'\]"),
         ({"mlp_task": "cifar"}, r"mlp_task must be one of \['baseline', 'impaired'\]"),
         ({"mlp_task": "impaired"}, r"mlp_task='impaired' is the real host's task: set host='mlp'"),
+        (
+            {"reward": "paired"},
+            r"reward='paired' pays against a twin host trained without seeds, which only the "
+            r"real host trains: set host='mlp'",
+        ),
     ],
 )
 def test_bad_kwargs_name_the_argument_and_allowed_values(kwargs, message):
@@ -244,3 +254,62 @@ def test_sparse_pays_nothing_for_a_seed_left_blended():
         "accuracy": pytest.approx(info["final_host_accuracy"] / 100),
         "param_cost": 0.0,
     }
+
+
+PAIRED_KWARGS = {"host": "mlp", "mlp_task": "impaired", "max_epochs": 14}
+
+
+def play(env: SeedLifecycleEnv, seed: int, script: dict[int, list[int]]) -> tuple[float, dict]:
+    """One episode: the action ``script`` gives each epoch, WAIT elsewhere; (return, last info)."""
+    env.reset(seed=seed)
+    total, terminated = 0.0, False
+    while not terminated:
+        _, reward, terminated, _, info = env.step(script.get(env.epoch, make_action(Op.WAIT)))
+        total += reward
+    return total, info
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_paired_pays_wait_exactly_nothing_and_its_twin_is_the_wait_episodes_host():
+    paired, sparse = (
+        SeedLifecycleEnv(reward="paired", **PAIRED_KWARGS),
+        SeedLifecycleEnv(reward="sparse", **PAIRED_KWARGS),
+    )
+    for seed in (0, 1, 2):
+        paired_return, info = play(paired, seed, {})
+        _, wait_info = play(sparse, seed, {})
+        assert paired_return == 0.0
+        twin = -100.0 * info["reward_components"]["twin_accuracy"]
+        assert twin == pytest.approx(wait_info["final_committed_accuracy"], abs=1e-9)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_paired_is_sparse_minus_the_twin_whatever_the_seeds_do():
+    """Germination draws the seed's weights from the host's generator, shifting its later
+    batches; the twin's stay those of the WAIT episode on the same seed."""
+    conv_small = BLUEPRINT_INDEX["conv_small"]
+    script = {1: make_action(Op.GERMINATE, 0, conv_small, tempo=0)}
+    script |= {epoch: make_action(Op.ADVANCE, 0) for epoch in range(2, 10)}
+    script |= {epoch: make_action(Op.FOSSILIZE, 0) for epoch in range(10, 13)}
+    paired, sparse = (
+        SeedLifecycleEnv(reward="paired", **PAIRED_KWARGS),
+        SeedLifecycleEnv(reward="sparse", **PAIRED_KWARGS),
+    )
+    for seed in (0, 3):
+        paired_return, info = play(paired, seed, script)
+        sparse_return, sparse_info = play(sparse, seed, script)
+        _, wait_info = play(sparse, seed, {})
+        assert info["fossilized_blueprints"] == ["conv_small"]
+        assert sparse_info["final_committed_accuracy"] == info["final_committed_accuracy"]
+        twin = wait_info["final_committed_accuracy"]
+        assert paired_return == pytest.approx(sparse_return - twin / 100.0, abs=1e-9)
+        assert paired_return != 0.0
+
+
+def test_paired_on_the_surrogate_is_one_line_at_the_door():
+    with pytest.raises(ConfigError) as error:
+        compose_settings(["+experiment=seed_lifecycle_ppo", "env.kwargs.reward=paired"])
+    assert str(error.value) == (
+        "env.kwargs of esper/SeedLifecycle-v0: reward='paired' pays against a twin host "
+        "trained without seeds, which only the real host trains: set host='mlp'"
+    )

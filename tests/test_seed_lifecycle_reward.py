@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from esper.simic.envs.seed_lifecycle import (
+    PAIRED_COMPONENTS,
     SHAPED_COMPONENTS,
     SPARSE_COMPONENTS,
     Op,
@@ -22,6 +23,7 @@ from esper.simic.envs.seed_lifecycle.reward import (
     escrow_attribution,
     fossilize_shaping,
     germination_clawback,
+    paired_reward,
     prune_shaping,
     rent,
     shaped_reward,
@@ -261,3 +263,14 @@ def test_escrow_forfeits_the_credit_of_a_seed_still_live_at_the_end():
     forfeit = steps[40][1]["reward_components"]["escrow_forfeit"]
     assert paid > 1.0  # the seed helped and built up credit...
     assert forfeit == pytest.approx(-paid)  # ...which the run takes back: it never settled
+
+
+def test_paired_reward_by_hand():
+    assert paired_reward(60.0, 58.0, 37_000, 39, 40) == {
+        "accuracy": 0.0,
+        "param_cost": 0.0,
+        "twin_accuracy": 0.0,
+    }
+    terms = paired_reward(60.0, 58.0, 37_000, 40, 40)
+    assert list(terms) == list(PAIRED_COMPONENTS)
+    assert sum(terms.values()) == pytest.approx(0.02 - 0.1 * 37_000 / 500_000)

@@ -4,6 +4,8 @@
   (:func:`make_vector_env`, ``host="mlp"``), drives it with random legal actions for
   whole episodes (seeds germinate, blend, prune and fossilize along the way) and times
   ``envs.step`` alone, so the policy costs nothing.
+* :func:`reward_cost_table`: what the PAIRED reward's twin hosts cost, each row timed
+  under SPARSE and PAIRED back to back.
 * :func:`reference_results`: a reference policy's episodes on the real host, one
   batched env per seed, with the numbers the per-env host would give.
 """
@@ -31,6 +33,9 @@ from esper.simic.settings import EnvConfig, Vectorization
 ENV_ID: Final = "esper/SeedLifecycle-v0"
 # (vectorization, num_envs): the per-env host under gymnasium's vector envs, then batched.
 ROWS: Final = (("sync", 8), ("async", 8), ("batched", 8), ("batched", 64), ("batched", 256))
+# The rows :func:`reward_cost_table` times: the per-env host, and batches up to the
+# presets' 32 envs and beyond.
+REWARD_COST_ROWS: Final = (("sync", 8), ("batched", 8), ("batched", 32), ("batched", 64))
 
 
 class Row(NamedTuple):
@@ -46,13 +51,14 @@ def vector_steps_per_second(
     device: str = "cpu",
     seed: int = 0,
     mlp_task: str = "baseline",
+    reward: str = "shaped",
 ) -> float:
     """Env steps per second of wall time over ``steps`` vector steps (all envs counted)."""
     config = EnvConfig(
         id=ENV_ID,
         num_envs=num_envs,
         vectorization=Vectorization[vectorization],
-        kwargs={"host": "mlp", "mlp_task": mlp_task},
+        kwargs={"host": "mlp", "mlp_task": mlp_task, "reward": reward},
     )
     envs = make_vector_env(config, gamma=0.99, device=device)
     try:
@@ -97,6 +103,33 @@ def table_markdown(rows: list[Row]) -> str:
         f"| {r.vectorization} | {r.num_envs} | {r.steps_per_s:,.0f} | {r.steps_per_s / base:.1f}x |"
         for r in rows
     ]
+    return "\n".join(lines)
+
+
+def reward_cost_table(
+    steps: int, device: str = "cpu", mlp_task: str = "baseline", repeats: int = 2
+) -> str:
+    """Markdown: env steps/s of each :data:`REWARD_COST_ROWS` row under SPARSE and PAIRED,
+    timed alternately ``repeats`` times each (best kept, as the least disturbed by other
+    jobs), and their ratio. ``steps`` >= ``max_epochs`` (40) covers an episode's end, where
+    PAIRED validates the twins."""
+    lines = [
+        f"| vectorization ({mlp_task}) | envs | sparse steps/s | paired steps/s | paired/sparse |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for vectorization, num_envs in REWARD_COST_ROWS:
+        best = dict.fromkeys(("sparse", "paired"), 0.0)
+        for _ in range(repeats):
+            for reward in best:
+                sps = vector_steps_per_second(
+                    vectorization, num_envs, steps, device, mlp_task=mlp_task, reward=reward
+                )
+                best[reward] = max(best[reward], sps)
+        sparse, paired = best["sparse"], best["paired"]
+        lines.append(
+            f"| {vectorization} | {num_envs} | {sparse:,.0f} | {paired:,.0f} | "
+            f"{paired / sparse:.2f} |"
+        )
     return "\n".join(lines)
 
 

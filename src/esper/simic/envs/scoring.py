@@ -5,8 +5,8 @@ R_random)``: 0 is random play, 1 is Esper's heuristic controller. The reference
 table was measured at the default slots, episode length and host, so other
 settings get no score rather than a misleading one; so does the ESCROW reward,
 under which the heuristic scores below random play. The real host (``host="mlp"``) has
-its own table for SPARSE on its impaired task; on its baseline task waiting beats the
-heuristic, and the score would divide by a negative gap.
+its own tables for SPARSE and PAIRED on its impaired task; on its baseline task waiting
+beats the heuristic, and the score would divide by a negative gap.
 """
 
 from collections.abc import Callable
@@ -27,6 +27,7 @@ def reference_score(env: EnvConfig) -> Callable[[float], float] | None:
         return None
     # Imported here: only runs on this env pay for loading its package.
     from esper.simic.envs.seed_lifecycle import (  # noqa: PLC0415
+        REAL_HOST_REFERENCE_RETURNS_BY_REWARD,
         REFERENCE_RETURNS_BY_REWARD,
         normalized_score,
         real_host_normalized_score,
@@ -36,7 +37,9 @@ def reference_score(env: EnvConfig) -> Callable[[float], float] | None:
     reward = kwargs.get("reward", "shaped")
     if kwargs.get("host", "surrogate") == "mlp":
         impaired = kwargs.get("mlp_task", "baseline") == "impaired"
-        return real_host_normalized_score if impaired and reward == "sparse" else None
+        if not impaired or reward not in REAL_HOST_REFERENCE_RETURNS_BY_REWARD:
+            return None
+        return lambda episode_return: real_host_normalized_score(episode_return, reward)
     if reward not in REFERENCE_RETURNS_BY_REWARD:
         return None
     return lambda episode_return: normalized_score(episode_return, difficulty, reward)

@@ -9,7 +9,8 @@ RESETTING -> empty. One step is one host epoch; everything follows tachyon-beep/
 Constructor (also through ``gym.make("esper/SeedLifecycle-v0", **kwargs)``):
 ``difficulty`` "easy" | "medium" (default) | "hard"; ``num_slots`` K (3); ``max_epochs``
 T (40); ``reward`` "shaped" (Esper's contribution reward, default) | "escrow" (its
-anti-thrash mode: a seed's attribution is paid once, as credit) | "sparse";
+anti-thrash mode: a seed's attribution is paid once, as credit) | "sparse" | "paired"
+(SPARSE minus the accuracy of a twin host trained without seeds; ``host="mlp"`` only);
 ``host`` "surrogate" (closed-form, default) | "mlp" (a real network trained each
 step); ``mlp_task`` "baseline" (default) | "impaired", the real host's synthetic task
 (seeds pay only on the impaired one). A bad value raises ValueError naming the argument
@@ -45,7 +46,8 @@ Observation: float32 Box in [-1, 1] of length ``23 + K * (20 + B)`` (98 for K=3)
 out like Esper's Obs V3 (:mod:`.observation`), -1 marking "not yet known".
 
 Other info keys on every step: ``reward_components`` (dict of floats whose sum is the
-reward; :data:`SHAPED_COMPONENTS`, :data:`ESCROW_COMPONENTS` or :data:`SPARSE_COMPONENTS`),
+reward; :data:`SHAPED_COMPONENTS`, :data:`ESCROW_COMPONENTS`, :data:`SPARSE_COMPONENTS`
+or :data:`PAIRED_COMPONENTS`),
 ``illegal_action``, ``action_success``, ``transitions`` (list of (slot, from_stage,
 to_stage)), ``epoch`` (the epoch the action was taken in), ``accuracy`` (that epoch's
 validation accuracy, %). On the last step also ``final_accuracy``,
@@ -77,6 +79,7 @@ from esper.simic.envs.seed_lifecycle.masks import (
 from esper.simic.envs.seed_lifecycle.policies import POLICIES, evaluate_policy, run_episode
 from esper.simic.envs.seed_lifecycle.reference import (
     REAL_HOST_REFERENCE_RETURNS,
+    REAL_HOST_REFERENCE_RETURNS_BY_REWARD,
     REFERENCE_RETURNS,
     REFERENCE_RETURNS_BY_REWARD,
     normalized_score,
@@ -84,6 +87,7 @@ from esper.simic.envs.seed_lifecycle.reference import (
 )
 from esper.simic.envs.seed_lifecycle.reward import (
     ESCROW_COMPONENTS,
+    PAIRED_COMPONENTS,
     SHAPED_COMPONENTS,
     SPARSE_COMPONENTS,
 )
@@ -95,8 +99,10 @@ __all__ = [
     "HEAD_NAMES",
     "HEAD_RELEVANCE",
     "NUM_BLUEPRINTS",
+    "PAIRED_COMPONENTS",
     "POLICIES",
     "REAL_HOST_REFERENCE_RETURNS",
+    "REAL_HOST_REFERENCE_RETURNS_BY_REWARD",
     "REFERENCE_RETURNS",
     "REFERENCE_RETURNS_BY_REWARD",
     "SHAPED_COMPONENTS",

@@ -18,6 +18,11 @@ drawn from in the per-env host's order (host init, seed init, batch indices).
 Validation runs each distinct network once: a counterfactual that switches off only
 seeds which leave the output unchanged (empty, not yet blending, or in TRAINING,
 where the straight-through estimator adds exactly zero) is the network as it is.
+
+With ``twins=True`` (the PAIRED reward) each env's twin, its host trained with no seeds,
+is one more host row (env ``e``'s at ``num_envs + e``) with a generator of its own, as
+:class:`~.mlp_host.MlpHost` keeps it; twins train in the same batch as the envs and are
+validated only when asked, all at once.
 """
 
 from collections.abc import Iterator, Sequence
@@ -44,6 +49,7 @@ from esper.simic.envs.seed_lifecycle.mlp_host import (
     TRAIN_SIZE,
     MlpTask,
     build_host,
+    draw_host_seed,
     gradient_health,
     make_dataset,
     make_seed_module,
@@ -155,14 +161,24 @@ def _groups(
 class BatchedMlpHost:
     """N real hosts with their seeds: ``host="mlp"`` for a whole vector env at once."""
 
-    def __init__(self, num_envs: int, num_slots: int, device: torch.device, task: MlpTask) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        num_slots: int,
+        device: torch.device,
+        task: MlpTask,
+        twins: bool = False,
+    ) -> None:
         self.num_envs, self.num_slots, self.device, self._task = num_envs, num_slots, device, task
+        self.twins = twins
+        # Host rows: the envs', then (with twins) each env's twin.
+        self._num_rows = 2 * num_envs if twins else num_envs
         data = make_dataset(task)
         self._x_train, self._y_train, self._x_val, self._y_val = (t.to(device) for t in data)
-        self._gens = [torch.Generator() for _ in range(num_envs)]
+        self._gens = [torch.Generator() for _ in range(self._num_rows)]
         layers, head = build_host(torch.Generator().manual_seed(0), task)
         self._host_template = nn.ModuleDict({"layers": layers, "head": head})
-        self._host = WeightBank(self._host_template, num_envs, device)
+        self._host = WeightBank(self._host_template, self._num_rows, device)
         self.host_params = sum(p.numel() for p in self._host_template.parameters())
         self._seed_templates = [
             make_seed_module(b, torch.Generator(), task.width) for b in range(len(BLUEPRINTS))
@@ -170,17 +186,24 @@ class BatchedMlpHost:
         self._seed_sizes = [sum(p.numel() for p in t.parameters()) for t in self._seed_templates]
         # Banks are made on first use: (slot, blueprint) -> stacked weights of all envs.
         self._banks: dict[tuple[int, int], WeightBank] = {}
-        # The blueprint of each env's module in each slot, None where there is none.
-        self._blueprint: list[list[int | None]] = [[None] * num_slots for _ in range(num_envs)]
+        # The blueprint of each host row's module in each slot, None where there is none.
+        self._blueprint: list[list[int | None]] = [
+            [None] * num_slots for _ in range(self._num_rows)
+        ]
+        # Twins' validation accuracies since the last epoch, once asked for.
+        self._twin_accuracies: list[float] | None = None
 
     @own_autograd
     def reset(self, env: int, rng: np.random.Generator) -> None:
-        """Fresh host weights for ``env`` and no seeds, drawn as :class:`MlpHost` draws them."""
-        gen = self._gens[env]
-        gen.manual_seed(int(rng.integers(2**62)))
-        layers, head = build_host(gen, self._task)
-        self._host.write(env, nn.ModuleDict({"layers": layers, "head": head}))
+        """Fresh host weights for ``env`` (and its twin) and no seeds, drawn as
+        :class:`MlpHost` draws them."""
+        seed = draw_host_seed(rng)
+        for row in (env, self.num_envs + env) if self.twins else (env,):
+            gen = self._gens[row].manual_seed(seed)
+            layers, head = build_host(gen, self._task)
+            self._host.write(row, nn.ModuleDict({"layers": layers, "head": head}))
         self._blueprint[env] = [None] * self.num_slots
+        self._twin_accuracies = None
 
     @own_autograd
     def germinate(self, env: int, slot: int, blueprint: int) -> None:
@@ -232,12 +255,37 @@ class BatchedMlpHost:
                     h.index_copy_(0, group.positions, mixed)
         return _linear(h, host["head.weight"], host["head.bias"])
 
-    @own_autograd
     def train_epoch(
         self, envs: Sequence[int], seeds: Sequence[Sequence[Seed | None]]
     ) -> list[list[float | None]]:
-        """One epoch of Adam steps for ``envs``; each env's seeds' gradient health per slot."""
-        everyone = list(envs) == list(range(self.num_envs))
+        """One epoch of Adam steps for ``envs`` (and their twins, in the same batch); each
+        env's seeds' gradient health per slot."""
+        self._twin_accuracies = None
+        if not self.twins:
+            return self._train_rows(envs, seeds)
+        twins = [self.num_envs + e for e in envs]
+        no_seeds = [[None] * self.num_slots] * len(envs)
+        return self._train_rows([*envs, *twins], [*seeds, *no_seeds])[: len(envs)]
+
+    @torch.no_grad()
+    def twin_accuracy(self, env: int) -> float:
+        """Validation accuracy (%) of ``env``'s twin now; the first call after an epoch
+        validates every env's twin in one pass."""
+        if not self.twins:
+            raise RuntimeError("this host trains no twins: build it with twins=True")
+        if self._twin_accuracies is None:
+            rows = [self.num_envs + e for e in range(self.num_envs)]
+            no_seeds = [[None] * self.num_slots] * self.num_envs
+            networks = [(i, (False,) * self.num_slots) for i in range(self.num_envs)]
+            self._twin_accuracies, _ = self._validate(rows, no_seeds, networks, set())
+        return self._twin_accuracies[env]
+
+    @own_autograd
+    def _train_rows(
+        self, envs: Sequence[int], seeds: Sequence[Sequence[Seed | None]]
+    ) -> list[list[float | None]]:
+        """One epoch of Adam steps for the host rows ``envs``, with their seeds."""
+        everyone = list(envs) == list(range(self._num_rows))
         rows = None if everyone else torch.tensor(envs, device=self.device)
         trained = [
             [
@@ -352,6 +400,8 @@ class BatchedMlpHost:
             correct.append((logits.argmax(dim=2) == self._y_val).float().mean(dim=1))
             first = start * EVAL_CHUNK
             rows = [j for j in range(len(chunk)) if first + j in with_loss]
+            if not rows:
+                continue
             loss_at += [first + j for j in rows]
             # Classes on dim 1, samples contiguous: log-softmax vectorises across samples
             # (a 10-wide last dim cost ~3x more here).
@@ -363,7 +413,7 @@ class BatchedMlpHost:
             loss.append(losses.mean(dim=1))
         # One device-to-host copy per epoch; float32 fractions to float, then %, as MlpHost.
         fractions = torch.cat(correct).cpu().tolist()
-        losses_host = torch.cat(loss).cpu().tolist()
+        losses_host = torch.cat(loss).cpu().tolist() if loss else []
         return [f * 100.0 for f in fractions], dict(zip(loss_at, losses_host, strict=True))
 
 

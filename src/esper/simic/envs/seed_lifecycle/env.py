@@ -5,7 +5,7 @@ See the package docstring for the public contract (spaces, info keys, mask layou
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +29,7 @@ from esper.simic.envs.seed_lifecycle.constants import (
     Op,
     SeedStage,
 )
-from esper.simic.envs.seed_lifecycle.host import Evaluation, Host, SurrogateHost
+from esper.simic.envs.seed_lifecycle.host import Evaluation, Host, SurrogateHost, TwinHost
 from esper.simic.envs.seed_lifecycle.lifecycle import (
     Seed,
     Transition,
@@ -53,11 +53,12 @@ from esper.simic.envs.seed_lifecycle.reward import (
     RENT_HOST_PARAMS_FLOOR,
     escrow_attribution,
     germination_clawback,
+    paired_reward,
     shaped_reward,
     sparse_reward,
 )
 
-REWARD_MODES: Final = ("shaped", "escrow", "sparse")
+REWARD_MODES: Final = ("shaped", "escrow", "sparse", "paired")
 HOSTS: Final = ("surrogate", "mlp")
 
 Action = tuple[int, int, int, int, int]
@@ -110,6 +111,11 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
         _check_choice("mlp_task", mlp_task, MLP_TASK_NAMES)
         if host == "surrogate" and mlp_task != "baseline":
             raise ValueError(f"mlp_task={mlp_task!r} is the real host's task: set host='mlp'")
+        if host == "surrogate" and reward == "paired":
+            raise ValueError(
+                "reward='paired' pays against a twin host trained without seeds, which only "
+                "the real host trains: set host='mlp'"
+            )
         self.difficulty = difficulty
         self.num_slots = num_slots
         self.max_epochs = max_epochs
@@ -123,7 +129,7 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
                 MlpHost,
             )
 
-            self.host = MlpHost(num_slots, MLP_TASKS[mlp_task])
+            self.host = MlpHost(num_slots, MLP_TASKS[mlp_task], twin=reward == "paired")
         else:
             self.host = SurrogateHost(DIFFICULTIES[difficulty], num_slots)
         self.action_space = spaces.MultiDiscrete(
@@ -296,14 +302,24 @@ class SeedLifecycleEnv(gym.Env[NDArray[np.float32], NDArray[np.int64]]):
 
     def _reward_components(self, op: Op, slot: int) -> dict[str, float]:
         """The step's reward terms, from this epoch's measurements (before the action)."""
+        last = self.epoch == self.max_epochs
         if self.reward_mode == "sparse":
             return sparse_reward(
                 self.committed_accuracy, self._fossilized_params(), self.epoch, self.max_epochs
             )
+        if self.reward_mode == "paired":
+            # __init__ refuses PAIRED on the surrogate; the twin is validated at the end only.
+            twin = cast(TwinHost, self.host).twin_accuracy() if last else 0.0
+            return paired_reward(
+                self.committed_accuracy,
+                twin,
+                self._fossilized_params(),
+                self.epoch,
+                self.max_epochs,
+            )
         effective_params, shock, occupied, fossilized = self._capacity_inputs()
         target = self._seeds[slot]
         live = target if target is not None and target.stage in LIVE_STAGES else None
-        last = self.epoch == self.max_epochs
         cf = self.val_accuracy - self.all_off_accuracy
         escrow = None
         if self.reward_mode == "escrow" and live is not None:

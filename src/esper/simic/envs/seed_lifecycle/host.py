@@ -68,6 +68,15 @@ class Host(Protocol):
         ...
 
 
+class TwinHost(Host, Protocol):
+    """A host that also trains its twin, which the PAIRED reward pays against."""
+
+    def twin_accuracy(self) -> float:
+        """Validation accuracy (%) of the twin: the same host (initial weights, batches,
+        schedule) trained alongside with no seeds, i.e. this host under WAIT."""
+        ...
+
+
 # Accuracy of an untrained 10-class host, and the surrogate host's final accuracy: Esper's
 # cifar_baseline reaches about 45-50% alone (``runtime/tasks.py``; ESPER_TASK.md section 4).
 CHANCE_ACCURACY: Final = 10.0

@@ -151,10 +151,21 @@ def gradient_health(grad_sq_sum: float) -> float:
     return min(max(1.0 - excess / 2.0, 0.0), 1.0)
 
 
-class MlpHost:
-    """The real host: slot k sits after hidden layer k mod 3."""
+def draw_host_seed(rng: np.random.Generator) -> int:
+    """The seed of a host run's generator (host init, seed init, batch indices)."""
+    return int(rng.integers(2**62))
 
-    def __init__(self, num_slots: int, task: MlpTask) -> None:
+
+class MlpHost:
+    """The real host: slot k sits after hidden layer k mod 3.
+
+    With ``twin=True`` it also trains a twin for the PAIRED reward: a second host from the
+    same seed that never gets a seed module, so it draws the same initial weights and the
+    same batches as this host under WAIT (germination draws seed weights from this host's
+    generator, which shifts its later batches; the twin's own generator never sees them).
+    """
+
+    def __init__(self, num_slots: int, task: MlpTask, twin: bool = False) -> None:
         self._num_slots, self._task = num_slots, task
         self._x_train, self._y_train, self._x_val, self._y_val = make_dataset(task)
         self._gen = torch.Generator()
@@ -163,24 +174,35 @@ class MlpHost:
         self._optimizer: torch.optim.Optimizer | None = None
         self._seeds: list[nn.Module | None] = [None] * num_slots
         self._seed_optimizers: list[torch.optim.Optimizer | None] = [None] * num_slots
-        self._build(np.random.default_rng(0))
+        self._twin = MlpHost(num_slots, task) if twin else None
+        self._build(draw_host_seed(np.random.default_rng(0)))
         self.host_params = sum(p.numel() for p in self._parameters())
 
     def _parameters(self) -> list[nn.Parameter]:
         return [*self._layers.parameters(), *self._head.parameters()]
 
-    def _build(self, rng: np.random.Generator) -> None:
-        """New weights, and the batch/init stream, drawn from ``rng``."""
-        self._gen.manual_seed(int(rng.integers(2**62)))
+    def _build(self, seed: int) -> None:
+        """New weights, and the batch/init stream, drawn from a generator seeded ``seed``."""
+        self._gen.manual_seed(seed)
         self._layers, self._head = build_host(self._gen, self._task)
         self._optimizer = torch.optim.Adam(self._parameters(), lr=LEARNING_RATE, foreach=True)
 
     @own_autograd
     def reset(self, rng: np.random.Generator, max_epochs: int) -> None:
-        """Fresh host weights and no seeds; the dataset stays the same."""
-        self._build(rng)
+        """Fresh host weights (the twin's the same) and no seeds; the dataset stays the same."""
+        seed = draw_host_seed(rng)
+        self._build(seed)
+        if self._twin is not None:
+            self._twin._build(seed)
         self._seeds = [None] * self._num_slots
         self._seed_optimizers = [None] * self._num_slots
+
+    def twin_accuracy(self) -> float:
+        """Validation accuracy (%) of the twin: this host's network under WAIT."""
+        if self._twin is None:
+            raise RuntimeError("this host trains no twin: build it with twin=True")
+        no_seeds = [None] * self._num_slots
+        return self._twin._accuracy_and_loss(no_seeds, [False] * self._num_slots)[0]
 
     @own_autograd
     def germinate(self, slot: int, blueprint: int) -> None:
@@ -221,8 +243,11 @@ class MlpHost:
 
     @own_autograd
     def train_epoch(self, seeds: Sequence[Seed | None]) -> list[float | None]:
-        """Adam steps on host and trained seeds; returns each trained seed's health."""
+        """Adam steps on host and trained seeds (and the twin's host); returns each trained
+        seed's health."""
         assert self._optimizer is not None
+        if self._twin is not None:
+            self._twin.train_epoch([None] * self._num_slots)
         trained = [
             seed is not None and seed.stage in TRAINED_STAGES and self._seeds[i] is not None
             for i, seed in enumerate(seeds)

@@ -1,4 +1,4 @@
-"""Esper's SHAPED contribution reward and its SPARSE alternative, term by term.
+"""Esper's SHAPED contribution reward, its SPARSE alternative and PAIRED, term by term.
 
 As in Esper, the reward of a step is computed from the epoch's measurements *before* the
 action runs, and it concerns the action's target slot (the first slot for WAIT)
@@ -81,6 +81,8 @@ SHAPED_COMPONENTS: Final = (
 # ESCROW adds the terminal forfeit of credit still held by live, unfossilized seeds.
 ESCROW_COMPONENTS: Final = (*SHAPED_COMPONENTS, "escrow_forfeit")
 SPARSE_COMPONENTS: Final = ("accuracy", "param_cost")
+# PAIRED adds minus the twin host's accuracy (:func:`paired_reward`).
+PAIRED_COMPONENTS: Final = (*SPARSE_COMPONENTS, "twin_accuracy")
 # ESCROW (RewardMode.ESCROW, contribution.py L143-150, L498-537): progress is measured on
 # the minimum accuracy of the last 3 epochs, and a slot's credit moves at most 2 a step.
 ESCROW_STABLE_WINDOW: Final = 3
@@ -343,3 +345,24 @@ def sparse_reward(
         return {"accuracy": 0.0, "param_cost": 0.0}
     cost = SPARSE_PARAM_PENALTY_WEIGHT * fossilized_params / SPARSE_PARAM_BUDGET
     return {"accuracy": committed_acc / 100.0, "param_cost": -cost}
+
+
+def paired_reward(
+    committed_acc: float,
+    twin_acc: float,
+    fossilized_params: int,
+    epoch: int,
+    max_epochs: int,
+) -> dict[str, float]:
+    """SPARSE minus the twin host's accuracy / 100, at the last epoch (``twin_acc`` is read
+    only then).
+
+    The twin is the same host (initial weights, batches, schedule) trained with no seeds:
+    what WAIT would end with. Its accuracy does not depend on the policy, so the optimal
+    policy is SPARSE's, while the spread that host init and data put on the terminal
+    accuracy (~5 pp on the real host, more than good seed decisions are worth) cancels:
+    WAIT earns 0, seeds that help earn their gain, harmful ones lose.
+    """
+    components = sparse_reward(committed_acc, fossilized_params, epoch, max_epochs)
+    components["twin_accuracy"] = -twin_acc / 100.0 if epoch == max_epochs else 0.0
+    return components

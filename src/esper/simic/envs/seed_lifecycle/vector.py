@@ -60,6 +60,9 @@ class _HostRow:
         """This env alone, as a batch of one."""
         return self._batched.evaluate([self._env], [seeds])[0]
 
+    def twin_accuracy(self) -> float:
+        return self._batched.twin_accuracy(self._env)
+
 
 class SeedLifecycleVectorEnv(VectorEnv):
     """``num_envs`` copies of ``esper/SeedLifecycle-v0`` sharing one batched real host.
@@ -90,7 +93,8 @@ class SeedLifecycleVectorEnv(VectorEnv):
         self.tensors = tensors
         num_slots = env_kwargs.get("num_slots", DEFAULT_NUM_SLOTS)
         task = MLP_TASKS[env_kwargs.get("mlp_task", "baseline")]
-        self.host = BatchedMlpHost(num_envs, num_slots, self.device, task)
+        twins = env_kwargs.get("reward") == "paired"
+        self.host = BatchedMlpHost(num_envs, num_slots, self.device, task, twins)
         self.envs = [
             SeedLifecycleEnv(host=_HostRow(self.host, i), **env_kwargs) for i in range(num_envs)
         ]

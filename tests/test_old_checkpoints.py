@@ -20,7 +20,10 @@ from esper.simic.train import Trainer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints_2cce418"
 RUNS = ["ppo", "recurrent_ppo", "factored_ppo"]
-SINCE = {"ppo": ["agent.anneal_clip=false", "agent.vf_coef=0.5"]}
+SINCE = {
+    "ppo": ["agent.anneal_clip=false", "agent.vf_coef=0.5"],
+    "recurrent_ppo": ["agent.anneal_clip=false", "agent.vf_coef=0.5"],
+}
 """Preset values changed since the fixture was made: a resume restates the run's own."""
 
 

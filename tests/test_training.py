@@ -6,6 +6,7 @@ import pytest
 import torch
 from compile_support import needs_compile
 
+from esper.simic import train
 from esper.simic.agents.heads import DiscreteActions
 from esper.simic.agents.networks import ActorCritic
 from esper.simic.checkpoint import load_checkpoint
@@ -52,6 +53,21 @@ def test_run_writes_summary_history_and_final_checkpoint(tiny, tmp_path):
     policy = ActorCritic(4, DiscreteActions(2), NetworkConfig())
     policy.load_state_dict(state["policy"])
     assert state["learner"]["scheduler"]["last_epoch"] == 8
+
+
+def test_summary_names_the_commit_the_run_started_on(tiny, tmp_path, monkeypatch):
+    """A commit made while a long run trains is not the code that ran."""
+    head = {"commit": "started-on"}
+    monkeypatch.setattr(train, "git_commit", lambda: head["commit"])
+    start_training = train.Trainer.run
+
+    def commit_meanwhile(trainer, *args, **kwargs):
+        head["commit"] = "committed-later"
+        return start_training(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "run", commit_meanwhile)
+    run_training(tiny, tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["git_commit"] == "started-on"
 
 
 def test_same_seed_gives_identical_metrics(tiny, tmp_path):

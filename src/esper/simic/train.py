@@ -160,6 +160,9 @@ class Trainer:
         self.start_time = time.perf_counter()
         self.settings, self.files, self.run_config = settings, RunDir(run_dir), run_config
         self.ranks = ranks
+        # Read now (the checkout may move on while a long run trains), by the rank that
+        # writes the summary.
+        self.code_version = git_commit() if ranks.main else None
         # This rank's envs and minibatch share; budgets and schedules stay the run's.
         self.local = distributed.local_settings(settings, ranks.world_size)
         agent, env_cfg, trainer = settings.agent, self.local.env, settings.trainer
@@ -449,7 +452,7 @@ class Trainer:
             "env_id": self.settings.env.id,
             "policy_parameters": policy_parameters(self.policy),
             "world_size": self.ranks.world_size,
-            "git_commit": git_commit(),
+            "git_commit": self.code_version,
             "eval": self._eval_record(),
         }
         if "eval/normalized_score" in final_metrics:

@@ -1,13 +1,19 @@
 """The batched real host (``env.vectorization=batched``) against the per-env ``host="mlp"``."""
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from esper.simic.bench.seed_lifecycle_batched import reference_results
 from esper.simic.config import ConfigError
 from esper.simic.envs.seed_lifecycle import Op, SeedLifecycleEnv, SeedStage, evaluate_policy
+from esper.simic.envs.seed_lifecycle.banks import WeightBank
+from esper.simic.envs.seed_lifecycle.batched_host import BatchedMlpHost
 from esper.simic.envs.seed_lifecycle.constants import ALPHA_TARGET_FULL
+from esper.simic.envs.seed_lifecycle.mlp_host import MlpHost
 from esper.simic.envs.seed_lifecycle.vector import SeedLifecycleVectorEnv
 from esper.simic.testing import compose_settings
 
@@ -49,6 +55,66 @@ def readings(env: SeedLifecycleEnv) -> list[float]:
     return values
 
 
+def _adam_state(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> tuple[Any, Any, float]:
+    """(exp_avg, exp_avg_sq, step) of ``param``, zeros before the first step as a bank holds."""
+    state = optimizer.state.get(param, {})
+    zeros = torch.zeros_like(param)
+    step = float(state["step"]) if "step" in state else 0.0
+    return state.get("exp_avg", zeros), state.get("exp_avg_sq", zeros), step
+
+
+def _align_row(
+    bank: WeightBank, row: int, module: nn.Module, optimizer: torch.optim.Optimizer, where: str
+) -> None:
+    """Check a bank row against a per-env module and its Adam, then copy the module's in."""
+    for name, param in module.named_parameters():
+        exp_avg, exp_avg_sq, step = _adam_state(optimizer, param)
+        for held, reference in (
+            (bank.params[name][row], param.detach()),
+            (bank.exp_avg[name][row], exp_avg),
+            (bank.exp_avg_sq[name][row], exp_avg_sq),
+        ):
+            torch.testing.assert_close(held, reference, rtol=1e-4, atol=1e-6, msg=where)
+            held.copy_(reference)
+        assert float(bank.steps[row]) == step, where
+
+
+def _align_host(batched: BatchedMlpHost, row: int, env_row: int, host: MlpHost, where: str) -> None:
+    """Check host row ``row`` (seeds in env row ``env_row``) against ``host``; copy it in."""
+    assert torch.equal(batched._gens[row].get_state(), host._gen.get_state()), where
+    assert host._optimizer is not None
+    modules = nn.ModuleDict({"layers": host._layers, "head": host._head})
+    _align_row(batched._host, row, modules, host._optimizer, where)
+    for slot, (module, optimizer) in enumerate(
+        zip(host._seeds, host._seed_optimizers, strict=True)
+    ):
+        blueprint = batched._blueprint[env_row][slot] if row == env_row else None
+        assert (module is None) == (blueprint is None), where
+        if module is not None and optimizer is not None and blueprint is not None:
+            bank = batched._banks[(slot, blueprint)]
+            _align_row(bank, env_row, module, optimizer, f"{where} slot={slot}")
+
+
+@torch.no_grad()
+def align_hosts(batched: SeedLifecycleVectorEnv, single: list[SeedLifecycleEnv], t: int) -> None:
+    """Check that each env's row of the batched host holds what its per-env host holds
+    (weights and Adam state to float tolerance, step counts and generators exactly), then
+    copy the per-env state in, so the next epoch starts both from the same numbers.
+
+    Training is chaotic: Adam magnifies a last-bit difference (a kernel that rounds
+    otherwise on another CPU) by about 10x per epoch, so hosts compared over a whole
+    episode agree to the bit or not at all. Aligned each epoch, every epoch is checked
+    to float tolerance on any CPU, and state carried across epochs (Adam moments, step
+    counts, generators, seed banks) is checked too.
+    """
+    host = batched.host
+    for i, env in enumerate(single):
+        reference = cast(MlpHost, env.host)
+        _align_host(host, i, i, reference, f"t={t} env={i}")
+        if reference._twin is not None:
+            _align_host(host, host.num_envs + i, i, reference._twin, f"t={t} twin={i}")
+
+
 @pytest.mark.parametrize(
     ("num_envs", "mlp_task", "reward_mode"),
     [
@@ -71,6 +137,7 @@ def test_batched_host_gives_every_env_the_per_env_hosts_numbers(
     np.testing.assert_allclose(obs, [e.reset(seed=7 + i)[0] for i, e in enumerate(single)])
     stages_seen: set[SeedStage] = set()
     for t in range(STEPS):
+        align_hosts(batched, single, t)
         actions = np.array([scripted_action(i, t) for i in range(num_envs)])
         obs, rewards, terminated, _, info = batched.step(actions)
         for i, env in enumerate(single):

@@ -1,6 +1,6 @@
 """The batched real host (``env.vectorization=batched``) against the per-env ``host="mlp"``."""
 
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import pytest
@@ -55,7 +55,9 @@ def readings(env: SeedLifecycleEnv) -> list[float]:
     return values
 
 
-def _adam_state(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> tuple[Any, Any, float]:
+def _adam_state(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(exp_avg, exp_avg_sq, step) of ``param``, zeros before the first step as a bank holds."""
     state = optimizer.state.get(param, {})
     zeros = torch.zeros_like(param)
@@ -79,8 +81,8 @@ def _align_row(
         assert float(bank.steps[row]) == step, where
 
 
-def _align_host(batched: BatchedMlpHost, row: int, env_row: int, host: MlpHost, where: str) -> None:
-    """Check host row ``row`` (seeds in env row ``env_row``) against ``host``; copy it in."""
+def _align_host(batched: BatchedMlpHost, row: int, host: MlpHost, where: str) -> None:
+    """Check host row ``row`` and its seeds against ``host``; copy ``host``'s state in."""
     assert torch.equal(batched._gens[row].get_state(), host._gen.get_state()), where
     assert host._optimizer is not None
     modules = nn.ModuleDict({"layers": host._layers, "head": host._head})
@@ -88,11 +90,11 @@ def _align_host(batched: BatchedMlpHost, row: int, env_row: int, host: MlpHost, 
     for slot, (module, optimizer) in enumerate(
         zip(host._seeds, host._seed_optimizers, strict=True)
     ):
-        blueprint = batched._blueprint[env_row][slot] if row == env_row else None
+        blueprint = batched._blueprint[row][slot]
         assert (module is None) == (blueprint is None), where
         if module is not None and optimizer is not None and blueprint is not None:
             bank = batched._banks[(slot, blueprint)]
-            _align_row(bank, env_row, module, optimizer, f"{where} slot={slot}")
+            _align_row(bank, row, module, optimizer, f"{where} slot={slot}")
 
 
 @torch.no_grad()
@@ -110,9 +112,9 @@ def align_hosts(batched: SeedLifecycleVectorEnv, single: list[SeedLifecycleEnv],
     host = batched.host
     for i, env in enumerate(single):
         reference = cast(MlpHost, env.host)
-        _align_host(host, i, i, reference, f"t={t} env={i}")
-        if reference._twin is not None:
-            _align_host(host, host.num_envs + i, i, reference._twin, f"t={t} twin={i}")
+        _align_host(host, i, reference, f"t={t} env={i}")
+        if reference._twin is not None:  # twins hold no seeds
+            _align_host(host, host.num_envs + i, reference._twin, f"t={t} twin={i}")
 
 
 @pytest.mark.parametrize(

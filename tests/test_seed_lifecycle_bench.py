@@ -11,7 +11,13 @@ import math
 import pytest
 
 from esper.simic.bench import seed_lifecycle
-from esper.simic.bench.seed_lifecycle import CONSTRUCTIONS, steps_per_second
+from esper.simic.bench.seed_lifecycle import CONSTRUCTIONS, Throughput, steps_per_second
+
+
+def assert_measured(figures: Throughput) -> None:
+    """Both clocks gave a positive, finite rate."""
+    assert math.isfinite(figures.wall) and figures.wall > 0
+    assert math.isfinite(figures.cpu) and figures.cpu > 0
 
 
 def test_every_construction_replays_the_same_episodes(monkeypatch):
@@ -31,17 +37,13 @@ def test_every_construction_replays_the_same_episodes(monkeypatch):
 
     monkeypatch.setattr(seed_lifecycle, "_make", counting_make)
     for construction in CONSTRUCTIONS:
-        figures = steps_per_second(3, construction)
-        assert math.isfinite(figures.wall) and figures.wall > 0
-        assert math.isfinite(figures.cpu) and figures.cpu > 0
+        assert_measured(steps_per_second(3, construction))
     recorded = sum(len(a) for a in seed_lifecycle._record_actions(3))
     assert stepped == dict.fromkeys(CONSTRUCTIONS, recorded)
 
 
 def test_the_real_host_is_timed_too():
-    figures = steps_per_second(1, "class", host="mlp", max_epochs=8)
-    assert math.isfinite(figures.wall) and figures.wall > 0
-    assert math.isfinite(figures.cpu) and figures.cpu > 0
+    assert_measured(steps_per_second(1, "class", host="mlp", max_epochs=8))
 
 
 def test_unknown_construction_is_refused():
